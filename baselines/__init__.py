@@ -1,0 +1,1 @@
+"""Selectors HullFT is compared against; each obeys hullft.multiset's contract."""

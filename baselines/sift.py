@@ -1,0 +1,59 @@
+"""SIFT through the activeft library (0.1.1), wrapped so its rough edges never reach users.
+
+Per call: a fresh inner-product index over the K candidates and a fresh exact VTL (fast=False), one query,
+threads=1 (batch_search with threads > 1 races), K passed explicitly, activeft's own wandb logging
+silenced, and faiss's global thread count restored afterwards.
+"""
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+import faiss  # activeft imports faiss at import time
+from hullft.multiset import Multiset, check_selection_inputs
+
+
+@contextmanager
+def _quiet_activeft():
+    """Silence activeft's wandb_log in every acquisition module and restore faiss's OpenMP threads."""
+    import activeft.acquisition_functions as af
+    import activeft.utils as au
+
+    modules = [au] + [m for name, m in vars(af).items() if hasattr(m, "wandb_log") and hasattr(m, "__file__")]
+    saved = [(m, m.wandb_log) for m in modules]
+    threads = faiss.omp_get_max_threads()
+    for m, _ in saved:
+        m.wandb_log = lambda data: None
+    try:
+        yield
+    finally:
+        for m, fn in saved:
+            m.wandb_log = fn
+        faiss.omp_set_num_threads(threads)
+
+
+class SIFT:
+    name = "sift"
+
+    def __init__(self, llambda: float = 0.2, also_query_opposite: bool = False):
+        if llambda <= 0:
+            raise ValueError(f"sift llambda must be > 0, got {llambda}")
+        self.llambda = llambda
+        self.also_query_opposite = also_query_opposite
+
+    def select(self, query: np.ndarray, candidates: np.ndarray, n: int) -> Multiset:
+        check_selection_inputs(query, candidates, n)
+        from activeft.acquisition_functions.vtl import VTL
+        from activeft.sift import Retriever
+
+        K, d = candidates.shape
+        index = faiss.IndexFlatIP(d)
+        index.add(np.ascontiguousarray(candidates, dtype=np.float32))
+        vtl = VTL(target=torch.Tensor(), num_workers=1, subsample=False, force_nonsequential=False,
+                  noise_std=float(np.sqrt(self.llambda)), mini_batch_size=max(1000, 2 * max(K, n) + 2))
+        retriever = Retriever(index, acquisition_function=vtl, also_query_opposite=self.also_query_opposite,
+                              device=torch.device("cpu"))
+        with _quiet_activeft():
+            values, picks, _, _ = retriever.search(np.ascontiguousarray(query[None, :], dtype=np.float32),
+                                                   N=n, K=K, threads=1)
+        return Multiset.from_picks(np.asarray(picks).ravel(), {"top_value": float(np.max(values))})

@@ -1,0 +1,1 @@
+"""HullFT: a test-time finetuning benchmark harness."""

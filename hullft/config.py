@@ -1,0 +1,159 @@
+"""Structured configs: the schema Hydra checks every run against (wrong type or unknown key fails at start)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ModelKind(Enum):
+    gguf_package = "gguf_package"  # a GGUF file shipped inside a pip package (the embedded default)
+    hub = "hub"                    # a Hugging Face id or local directory
+    tiny = "tiny"                  # a small random GPT-2 built from a config, byte tokenizer (tests)
+
+
+class DType(Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    kind: ModelKind = ModelKind.hub
+    hub_id: str = ""
+    gguf_package: str = ""
+    gguf_file: str = ""
+    dtype: DType = DType.fp32
+    device: str = "auto"
+    # tiny models only
+    n_layer: int = 2
+    n_embd: int = 64
+    n_head: int = 2
+    n_positions: int = 512
+
+
+class EmbedderKind(Enum):
+    package = "package"  # a sentence-transformers model shipped inside a pip package
+    hub = "hub"
+
+
+@dataclass
+class EmbedderConfig:
+    name: str = MISSING
+    kind: EmbedderKind = EmbedderKind.package
+    package: str = ""
+    hub_id: str = ""
+    max_tokens: int = 256
+    batch_size: int = 64
+    bf16: bool = False
+    device: str = "auto"
+
+
+class CorpusKind(Enum):
+    offline_mix = "offline_mix"
+    jsonl = "jsonl"
+
+
+class IndexKind(Enum):
+    flat = "flat"
+    ivf = "ivf"
+    hnsw = "hnsw"
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    kind: CorpusKind = CorpusKind.offline_mix
+    path: str = ""                  # jsonl only
+    domains: List[str] = field(default_factory=list)  # empty = every available domain
+    max_length: int = 256           # tokens per training sequence
+    min_length: int = 16            # shorter chunks are dropped
+    max_doc_chars: int = 4000       # longer sources are cut into documents at line breaks
+    query_fraction: float = 0.1     # share of sources held out as query documents
+    max_pool_per_domain: int = 1500
+    max_docs_per_domain: int = 4000
+    max_docs_per_source: int = 10    # a huge file (one 2 MB copyright file) must not fill a domain
+    seed: int = 0
+    index: IndexKind = IndexKind.flat
+    ivf_nlist: int = 64
+    ivf_nprobe: int = 16
+    hnsw_m: int = 32
+
+
+class Optimizer(Enum):
+    adam = "adam"
+    adamw = "adamw"
+
+
+class StepOrder(Enum):
+    grouped = "grouped"
+    interleaved = "interleaved"
+    as_selected = "as_selected"
+
+
+@dataclass
+class EngineConfig:
+    name: str = MISSING
+    optimizer: Optimizer = Optimizer.adam
+    lr: float = 5e-5
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    max_grad_norm: Optional[float] = None  # None: no clipping
+    refresh_interval: int = 2              # Gradient Reuse interval r; 1 = no reuse
+    order: StepOrder = StepOrder.grouped
+    batch_size: int = 1                    # micro-batch of multiset elements per optimizer step
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    seed: int = 0
+
+
+class Protocol(Enum):
+    rolling = "rolling"
+    first_window = "first_window"
+
+
+@dataclass
+class EvalConfig:
+    name: str = MISSING
+    protocol: Protocol = Protocol.rolling
+    window: int = 1024  # tokens per scoring window (rolling) or scored prefix (first_window)
+
+
+@dataclass
+class LoggerConfig:
+    name: str = MISSING
+    wandb: bool = False
+    project: str = "hullft"
+    mode: str = "offline"  # offline | online | disabled
+    group: str = ""        # default: the sweep directory name
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    embedder: EmbedderConfig = MISSING
+    data: DataConfig = MISSING
+    engine: EngineConfig = MISSING
+    eval: EvalConfig = MISSING
+    logger: LoggerConfig = MISSING
+    selector: Any = MISSING
+    budget: int = 8               # n: optimizer steps (multiset size) per query
+    k: int = 200                  # faiss pre-selection size
+    queries_per_domain: int = 2
+    query_seed: int = 0
+    shard: int = 0
+    num_shards: int = 1
+    tag: str = "run"
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, node in [("model", ModelConfig), ("embedder", EmbedderConfig), ("data", DataConfig),
+                        ("engine", EngineConfig), ("eval", EvalConfig), ("logger", LoggerConfig)]:
+        cs.store(group=group, name=f"{group}_schema", node=node)

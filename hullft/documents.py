@@ -1,0 +1,99 @@
+"""Corpus -> documents: cut sources into bounded documents, drop exact duplicates, split by source.
+
+The split is by *source* (a file, a Bible book, ...), so no text of a query document, nor of any other
+document cut from the same source, is in the training pool.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from typing import Iterable, Iterator, List, Tuple
+
+import pandas as pd
+
+from hullft.config import CorpusKind, DataConfig
+from hullft.corpus import DOMAINS
+from hullft.jsonl import read_pile_jsonl
+
+
+def unit_hash(*parts) -> float:
+    """A deterministic number in [0, 1) for sampling and splitting."""
+    h = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def cut_document(text: str, max_chars: int) -> List[str]:
+    """Cut text at line breaks into pieces of at most max_chars (a longer single line is hard-cut)."""
+    pieces, current = [], ""
+    for line in text.splitlines(keepends=True):
+        while len(line) > max_chars:
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(line[:max_chars])
+            line = line[max_chars:]
+        if len(current) + len(line) > max_chars and current:
+            pieces.append(current)
+            current = ""
+        current += line
+    if current.strip():
+        pieces.append(current)
+    return [p for p in pieces if p.strip()]
+
+
+def _offline_sources(cfg: DataConfig) -> Iterator[Tuple[str, str, str]]:
+    unknown = [d for d in cfg.domains if d not in DOMAINS]
+    if unknown:
+        raise ValueError(f"data.domains has unknown domain(s) {unknown}; choose from {sorted(DOMAINS)}")
+    for name in cfg.domains or sorted(DOMAINS):
+        domain = DOMAINS[name]
+        files = domain.files()
+        if not files:
+            msg = f"domain '{name}' skipped: its text is not on this machine (install {domain.debian_package})"
+            if cfg.domains:
+                raise FileNotFoundError(msg)
+            print(msg, file=sys.stderr)
+            continue
+        files.sort(key=lambda p: unit_hash(cfg.seed, p))
+        n_docs = 0
+        for path in files:
+            for source_id, text in domain.read(path):
+                n_docs += min(len(text) // cfg.max_doc_chars + 1, cfg.max_docs_per_source)
+                yield name, source_id, text
+            if n_docs >= 2 * cfg.max_docs_per_domain:
+                break
+
+
+def corpus_sources(cfg: DataConfig) -> Iterable[Tuple[str, str, str]]:
+    """(domain, source_id, text) for the configured corpus."""
+    if cfg.kind == CorpusKind.jsonl:
+        if not cfg.path:
+            raise ValueError("data=jsonl needs data.path=/path/to/corpus.jsonl[.zst]")
+        rows = read_pile_jsonl(cfg.path)
+        return (r for r in rows if not cfg.domains or r[0] in cfg.domains)
+    return _offline_sources(cfg)
+
+
+def build_documents(cfg: DataConfig) -> pd.DataFrame:
+    """Columns: domain, source, doc_id, text, split ('pool' or 'query')."""
+    rows, seen = [], set()
+    for domain, source, text in corpus_sources(cfg):
+        for i, piece in enumerate(cut_document(text, cfg.max_doc_chars)[:cfg.max_docs_per_source]):
+            digest = hashlib.sha256(piece.encode()).digest()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            rows.append((domain, source, f"{source}#{i}", piece))
+    if not rows:
+        raise ValueError(f"the corpus '{cfg.name}' is empty: no document with text was found")
+    docs = pd.DataFrame(rows, columns=["domain", "source", "doc_id", "text"])
+    docs["order"] = [unit_hash(cfg.seed, "doc", d) for d in docs.doc_id]
+    docs = docs.sort_values(["domain", "order"]).groupby("domain", group_keys=False).head(cfg.max_docs_per_domain)
+    held_out = [unit_hash(cfg.seed, "split", d, s) < cfg.query_fraction for d, s in zip(docs.domain, docs.source)]
+    docs["split"] = ["query" if h else "pool" for h in held_out]
+    for domain, group in docs.groupby("domain"):
+        splits = set(group.split)
+        if splits != {"pool", "query"}:
+            raise ValueError(f"domain '{domain}' has {group.source.nunique()} source(s), too few to hold out "
+                             f"queries and keep a pool; add text or change data.query_fraction")
+    return docs.drop(columns="order").reset_index(drop=True)

@@ -1,0 +1,62 @@
+"""Sentence embedder: mean-pooled, L2-normalised transformer embeddings (all-MiniLM-L6-v2 by default)."""
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+from typing import List, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer
+
+from hullft.config import EmbedderConfig, EmbedderKind
+from hullft.models import ModelNotAvailable, resolve_device
+
+
+def _package_model_dir(package: str) -> Path:
+    try:
+        files = importlib.metadata.files(package) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelNotAvailable(f"embedder needs the pip package {package}: run `make install`") from None
+    for f in files:
+        if f.name == "config.json" and f.parent.name == "model":
+            return Path(f.locate()).parent
+    raise ModelNotAvailable(f"no model/config.json inside the installed package {package}")
+
+
+class Embedder:
+    def __init__(self, cfg: EmbedderConfig):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        source = str(_package_model_dir(cfg.package)) if cfg.kind == EmbedderKind.package else cfg.hub_id
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = AutoModel.from_pretrained(source).to(self.device).eval()
+        except (OSError, ValueError) as e:
+            raise ModelNotAvailable(
+                f"embedder={cfg.name}: '{source}' is not available offline ({type(e).__name__}); download it once "
+                f"with `huggingface-cli download {source}` or set embedder.hub_id to a local directory") from None
+        self.dim = int(self.model.config.hidden_size)
+        self.fingerprint = f"{cfg.name}:{source if cfg.kind == EmbedderKind.hub else cfg.package}:{cfg.max_tokens}"
+
+    @torch.no_grad()
+    def _batch(self, texts: Sequence[str]) -> np.ndarray:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.cfg.max_tokens,
+                             return_tensors="pt").to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            hidden = self.model(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).to(torch.float32)
+        pooled = (hidden.float() * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy().astype(np.float32)
+
+    def embed(self, texts: List[str], progress: bool = False) -> np.ndarray:
+        """(len(texts), dim) float32, unit rows. Texts are sorted by length so batches pad little."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        bs = self.cfg.batch_size
+        for start in tqdm(range(0, len(texts), bs), desc=f"embedding ({self.cfg.name})", disable=not progress,
+                          unit="batch"):
+            rows = order[start:start + bs]
+            out[rows] = self._batch([texts[i] for i in rows])
+        return out

