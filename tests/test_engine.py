@@ -1,0 +1,136 @@
+import math
+
+import pytest
+import torch
+
+from hullft.compose import compose_config
+from hullft.config import StepOrder
+from hullft.engine import FinetuneEngine, fresh_passes, step_plan
+from hullft.models import load_model
+
+
+@pytest.fixture()
+def tiny():
+    return load_model(compose_config(["model=tiny"]).model)
+
+
+def engine_cfg(**overrides):
+    return compose_config([f"engine.{k}={v}" for k, v in overrides.items()]).engine
+
+
+def sequences(n=3, length=40):
+    g = torch.Generator().manual_seed(0)
+    return [torch.randint(3, 300, (length + 7 * i,), generator=g).tolist() for i in range(n)]
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def hand_loop(model, plan, seqs, reuse_groups=False, lr=5e-5):
+    """The plain loop the engine must equal: Adam, one step per element, batch 1."""
+    torch.manual_seed(0)
+    opt = torch.optim.Adam([p for p in model.parameters()], lr=lr, eps=1e-8)
+    previous = None
+    for k in plan:
+        if not (reuse_groups and k == previous):
+            for p in model.parameters():
+                p.grad = None
+            ids = torch.tensor([seqs[k]])
+            model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss.backward()
+        opt.step()
+        previous = k
+
+
+def test_r1_equals_hand_loop_bit_for_bit(tiny):
+    seqs, counts = sequences(), [2, 1, 3]
+    engine = FinetuneEngine(tiny, engine_cfg(refresh_interval=1))
+    result = engine.finetune(seqs, counts)
+    ours = weights(tiny.model)
+    engine.reset()
+    hand_loop(tiny.model, [0, 0, 1, 2, 2, 2], seqs)
+    assert_same(ours, weights(tiny.model))
+    assert result.fwd_bwd == 6 and result.opt_steps == 6
+
+
+def test_r_equals_j_is_one_gradient_j_steps(tiny):
+    seqs, counts = sequences(2), [4, 3]
+    engine = FinetuneEngine(tiny, engine_cfg(refresh_interval=4))
+    result = engine.finetune(seqs, counts)
+    ours = weights(tiny.model)
+    engine.reset()
+    hand_loop(tiny.model, [0, 0, 0, 0, 1, 1, 1], seqs, reuse_groups=True)
+    assert_same(ours, weights(tiny.model))
+    assert result.fwd_bwd == 2 and result.opt_steps == 7
+
+
+@pytest.mark.parametrize("counts,r", [([5, 1, 2], 2), ([7], 3), ([1, 1, 1], 2), ([4, 4], 1), ([6, 2, 9], 4)])
+def test_fwd_bwd_counts_in_grouped_order(tiny, counts, r):
+    engine = FinetuneEngine(tiny, engine_cfg(refresh_interval=r))
+    result = engine.finetune(sequences(len(counts), 12), counts)
+    assert result.fwd_bwd == sum(math.ceil(j / r) for j in counts)
+    assert result.opt_steps == sum(counts)
+
+
+def test_step_orders():
+    assert step_plan([2, 1, 3], StepOrder.grouped) == [0, 0, 1, 2, 2, 2]
+    assert step_plan([2, 1, 3], StepOrder.interleaved) == [0, 1, 2, 0, 2, 2]
+    assert step_plan([2, 1], StepOrder.as_selected, picks=[1, 0, 0]) == [1, 0, 0]
+    assert fresh_passes([0, 0, 0, 1, 2, 2], 2) == [True, False, True, True, True, False]
+    assert fresh_passes([0, 1, 0, 1], 2) == [True] * 4  # interleaved steps never reuse
+
+
+def test_reset_restores_everything_bit_exactly(tiny):
+    before = weights(tiny.model)
+    engine = FinetuneEngine(tiny, engine_cfg(lr=1e-2))
+    engine.finetune(sequences(), [1, 2, 1])
+    changed = weights(tiny.model)
+    assert any(not torch.equal(before[k], changed[k]) for k in before)
+    engine.reset()
+    assert_same(before, weights(tiny.model))
+    assert all(p.grad is None for p in tiny.model.parameters())
+
+
+def test_divergence_stops_resets_and_leaves_next_query_unaffected(tiny):
+    seqs = sequences()
+    engine = FinetuneEngine(tiny, engine_cfg(refresh_interval=1))
+    engine.finetune(seqs[2:], [3])
+    expected = weights(tiny.model)
+    engine.reset()
+
+    # a numerical blow-up on the second step of a query
+    calls = {"n": 0}
+
+    def blow_up(module, args, output):
+        calls["n"] += 1
+        return output * float("nan") if calls["n"] == 2 else output
+
+    hook = tiny.model.lm_head.register_forward_hook(blow_up)
+    result = engine.finetune(seqs, [2, 2])
+    hook.remove()
+    assert result.diverged and result.opt_steps == 1 and result.fwd_bwd == 2
+    assert all(torch.isfinite(p).all() for p in tiny.model.parameters())  # the NaN step was never applied
+    engine.reset()
+    engine.finetune(seqs[2:], [3])
+    assert_same(expected, weights(tiny.model))
+
+
+def test_micro_batches_take_one_step_per_batch(tiny):
+    engine = FinetuneEngine(tiny, engine_cfg(batch_size=2))
+    result = engine.finetune(sequences(), [2, 1, 2])
+    assert result.opt_steps == 3 and result.fwd_bwd == 3
+
+
+def test_truncates_to_max_length_without_padding(tiny):
+    engine = FinetuneEngine(tiny, engine_cfg())
+    seen = []
+    hook = tiny.model.transformer.wte.register_forward_hook(lambda m, a, o: seen.append(a[0].shape[1]))
+    engine.finetune([list(range(3, 200)), list(range(3, 20))], [1, 1], max_length=64)
+    hook.remove()
+    assert seen == [64, 17]
