@@ -1,0 +1,140 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import zstandard
+
+from hullft.compose import compose_config
+from hullft.data import load_data_space
+from hullft.documents import build_documents, cut_document
+from hullft.embedder import Embedder
+from hullft.jsonl import read_pile_jsonl
+from hullft.models import load_model
+
+
+class CountingEmbedder:
+    """The real embedder, counting how many texts it was asked to embed."""
+
+    def __init__(self, cfg):
+        self.inner = Embedder(cfg)
+        self.dim, self.fingerprint, self.calls = self.inner.dim, self.inner.fingerprint, 0
+
+    def embed(self, texts, progress=False):
+        self.calls += len(texts)
+        return self.inner.embed(texts)
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_overrides):
+    cfg = compose_config(tiny_overrides)
+    return cfg, load_model(cfg.model), CountingEmbedder(cfg.embedder)
+
+
+def build(cfg, setup):
+    _, loaded, embedder = setup
+    return load_data_space(cfg.data, loaded.tokenizer, loaded.fingerprint, embedder)
+
+
+def test_jsonl_reader_plain_and_zstd(pile_fixture, tmp_path):
+    rows = list(read_pile_jsonl(pile_fixture))
+    assert {d for d, _, _ in rows} == {"Github", "Docs", "Licenses"}
+    zst = tmp_path / "c.jsonl.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress(pile_fixture.read_bytes()))
+    assert list(read_pile_jsonl(zst)) == [(d, s.replace(pile_fixture.name, zst.name), t) for d, s, t in rows]
+
+
+@pytest.mark.parametrize("line,message", [('{"meta": {}}', 'line has no string "text"'),
+                                          ('{"text": 5}', 'line has no string "text"'),
+                                          ("{not json", "not valid JSON")])
+def test_jsonl_bad_line_is_a_one_line_error(tmp_path, line, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"text": "fine"}) + "\n" + line + "\n")
+    with pytest.raises(ValueError, match=message) as e:
+        list(read_pile_jsonl(path))
+    assert ":2:" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_missing_file_and_empty_corpus(tmp_path, tiny_overrides):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_documents(compose_config(tiny_overrides + [f"data.path={tmp_path}/nope.jsonl"]).data)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match="empty"):
+        build_documents(compose_config(tiny_overrides + [f"data.path={empty}"]).data)
+
+
+def test_domain_with_one_source_cannot_be_split(tmp_path, tiny_overrides):
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps({"text": "only one document here " * 20, "meta": {"pile_set_name": "X"}}) + "\n")
+    with pytest.raises(ValueError, match="domain 'X' has 1 source"):
+        build_documents(compose_config(tiny_overrides + [f"data.path={path}"]).data)
+
+
+def test_unknown_offline_domain():
+    with pytest.raises(ValueError, match="unknown domain"):
+        build_documents(compose_config(["data.domains=[klingon]"]).data)
+
+
+def test_cut_document_keeps_all_text_in_bounded_pieces():
+    text = "".join(f"line {i} " * (i % 7 + 1) + "\n" for i in range(300)) + "x" * 2500 + "\n"
+    pieces = cut_document(text, 1000)
+    assert "".join(pieces) == text
+    assert max(len(p) for p in pieces) <= 1000
+
+
+def test_split_is_document_disjoint_and_deduplicated(setup, tiny_overrides):
+    cfg = setup[0]
+    space = build(cfg, setup)
+    docs = space.documents
+    assert docs.text.is_unique
+    query_sources = set(docs[docs.split == "query"].source)
+    pool_sources = set(docs[docs.split == "pool"].source)
+    assert query_sources and pool_sources and not query_sources & pool_sources
+    query_ids = set(space.queries.doc_id)
+    assert not query_ids & set(space.pool.doc_id)
+    pool_doc_texts = set(docs[docs.split == "pool"].text)
+    assert not pool_doc_texts & set(space.queries.text)
+    assert set(space.pool.domain) == {"Github", "Docs", "Licenses"}
+    assert max(map(len, space.pool.tokens)) <= cfg.data.max_length
+    assert space.embeddings.shape == (len(space.pool), 384) and space.index.ntotal == len(space.pool)
+    stats = space.stats()
+    assert stats.pool_sequences.sum() == len(space.pool) and (stats.query_documents > 0).all()
+
+
+def test_cache_is_reused_and_invalidated_by_what_it_depends_on(setup, tiny_overrides):
+    cfg, _, embedder = setup
+    first = build(cfg, setup)
+    calls = embedder.calls
+    second = build(cfg, setup)
+    assert embedder.calls == calls  # nothing re-embedded
+    np.testing.assert_array_equal(first.embeddings, second.embeddings)
+    changed = build(compose_config(tiny_overrides + ["data.max_length=80"]), setup)
+    assert embedder.calls > calls and len(changed.pool) != 0
+    assert max(map(len, changed.pool.tokens)) <= 80
+
+
+def test_corrupt_cache_file_is_rebuilt(setup, isolated_cache, capsys):
+    cfg = setup[0]
+    good = build(cfg, setup)
+    for path in (isolated_cache / "dataspace").glob("embeddings-*.npy"):
+        path.write_bytes(path.read_bytes()[:100])  # truncated
+    for path in (isolated_cache / "dataspace").glob("index-*.faiss"):
+        path.write_bytes(b"garbage")
+    rebuilt = build(cfg, setup)
+    assert "unreadable" in capsys.readouterr().err
+    np.testing.assert_allclose(rebuilt.embeddings, good.embeddings, atol=1e-6)
+    assert rebuilt.index.ntotal == len(good.pool)
+    assert not list((isolated_cache / "dataspace").glob(".*.tmp"))  # nothing half-written left behind
+
+
+def test_changed_corpus_file_rebuilds_documents(setup, tiny_overrides, tmp_path, pile_fixture):
+    copy = tmp_path / "copy.jsonl"
+    shutil.copy(pile_fixture, copy)
+    cfg = compose_config(tiny_overrides + [f"data.path={copy}"])
+    before = build(cfg, setup)
+    with open(copy, "a") as f:
+        f.write(json.dumps({"text": "A brand new licence paragraph. " * 30, "meta": {"pile_set_name": "Licenses"}})
+                + "\n")
+    after = build(cfg, setup)
+    assert len(after.documents) == len(before.documents) + 1
