@@ -36,8 +36,11 @@ run: install
 test: install
 	$(PY) -m pytest -q -x
 
+# The headline table and Pareto plot into results/: the CPU preset here, the paper-scale one with a GPU.
+PRESET ?= $(if $(filter gpu,$(FAISS)),headline_gpu,headline)
 reproduce: install
-	$(PY) -m experiments.reproduce
+	$(PY) run.py -m +experiments=$(PRESET)
+	$(PY) -m hullft.report multirun/$(PRESET) --out results/$(PRESET)
 
 report: install
 	$(PY) -m hullft.report $(or $(DIRS),multirun outputs) --out results/report

@@ -1,7 +1,7 @@
 """Turn simplex weights on a support into an exact integer multiset of size N (HullFT step 3).
 
 Geometric: floor(N w), then each remaining unit goes where it most reduces ||t - sum_i (c_i/N) x_i||^2,
-then `swap_passes` passes of single-unit moves i -> j that lower that loss. The same swap passes are also
+then single-unit moves i -> j that lower that loss (steepest first, up to `swap_passes` x m moves). The same swap passes are also
 run from largest-remainder rounding and the better result is kept, so geometric is never worse than it.
 Everything is in Gram form over the support (m <= N rows), vectorised over candidates.
 """
@@ -39,26 +39,22 @@ def _greedy_fill(counts: np.ndarray, G: np.ndarray, b: np.ndarray, n: int) -> np
 
 
 def _swap_passes(counts: np.ndarray, G: np.ndarray, b: np.ndarray, n: int, passes: int) -> np.ndarray:
+    """Single-unit moves i -> j, best move first, while one lowers the loss (at most passes * m moves)."""
     counts = counts.copy()
     u = G @ counts
     diag = np.diag(G)
-    for _ in range(passes):
-        moved = False
-        for i in range(len(counts)):
-            if counts[i] == 0:
-                continue
-            h = b - u / n  # <t - p, x_j>
-            # loss decrease of moving one unit i -> j: 2<e, d> - ||d||^2 with d = (x_j - x_i)/n
-            gain = 2.0 * (h - h[i]) / n - (diag - 2 * G[i] + G[i, i]) / n**2
-            gain[i] = 0.0
-            j = int(np.argmax(gain))
-            if gain[j] > 1e-15:
-                counts[i] -= 1
-                counts[j] += 1
-                u += G[:, j] - G[:, i]
-                moved = True
-        if not moved:
+    # ||x_j - x_i||^2 / n^2: the quadratic part of every move's loss change
+    sq = (diag[None, :] - 2 * G + diag[:, None]) / n**2
+    for _ in range(passes * len(counts)):
+        h = b - u / n  # <t - p, x_j>
+        gain = 2.0 * (h[None, :] - h[:, None]) / n - sq  # gain[i, j]: loss decrease of moving a unit i -> j
+        gain[counts == 0] = -np.inf
+        i, j = divmod(int(gain.argmax()), len(counts))
+        if not gain[i, j] > 1e-15:
             break
+        counts[i] -= 1
+        counts[j] += 1
+        u += G[j] - G[i]
     return counts
 
 

@@ -1,0 +1,89 @@
+"""Selection speed: every selector on the same random unit vectors, ratios measured in this one run.
+
+    python -m benchmarks.bench_select [--reps 5]
+
+For K in {200, 1000}, n in {10, 20, 50}, d in {384, 1024}: median seconds per query of nn, hullft,
+sift (activeft), sift_exact, mmr and kcenter over the same K candidates, plus the faiss top-K and
+top-n searches over a 10k-row flat index that all of them share. Prints the target ratios:
+hullft / sift, sift_exact / sift (with a check that the picks are identical), and
+(faiss top-K + hullft) / (faiss top-n for nn).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+
+import numpy as np
+import pandas as pd
+
+import faiss
+from baselines.kcenter import KCenter
+from baselines.mmr import MMR
+from baselines.nn import NearestNeighbours
+from baselines.sift import SIFT
+from baselines.sift_exact import SiftExact
+from hullft.selector import HullFT
+
+SELECTORS = {"nn": NearestNeighbours(), "hullft": HullFT(), "sift": SIFT(0.2), "sift_exact": SiftExact(0.2),
+             "mmr": MMR(), "kcenter": KCenter()}
+
+
+def unit(a: np.ndarray) -> np.ndarray:
+    return (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def median_seconds(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None) -> pd.DataFrame:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--pool", type=int, default=10_000)
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(0)
+    rows = []
+    for d in (384, 1024):
+        pool = unit(rng.normal(size=(args.pool, d)))
+        index = faiss.IndexFlatIP(d)
+        index.add(pool)
+        for K, n in itertools.product((200, 1000), (10, 20, 50)):
+            query = unit(pool[:8].mean(0) + 0.5 * rng.normal(size=d))
+            _, top = index.search(query[None], K)
+            candidates = pool[top[0]]
+            row = {"d": d, "K": K, "n": n,
+                   "faiss_topK": median_seconds(lambda: index.search(query[None], K), args.reps),
+                   "faiss_topn": median_seconds(lambda: index.search(query[None], n), args.reps)}
+            for name, selector in SELECTORS.items():
+                selector.select(query, candidates, n)  # warm-up
+                row[name] = median_seconds(lambda: selector.select(query, candidates, n), args.reps)
+            a, b = SELECTORS["sift"].select(query, candidates, n), SELECTORS["sift_exact"].select(query, candidates, n)
+            row["same_picks"] = a.picks.tolist() == b.picks.tolist() and a.indices.tolist() == b.indices.tolist()
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    df["hullft/sift"] = df.hullft / df.sift
+    df["sift_exact/sift"] = df.sift_exact / df.sift
+    df["(topK+hullft)/(topn+nn)"] = (df.faiss_topK + df.hullft) / (df.faiss_topn + df.nn)
+    df["(topK+hullft)/topn"] = (df.faiss_topK + df.hullft) / df.faiss_topn
+    ms = df.copy()
+    for col in ["faiss_topK", "faiss_topn", *SELECTORS]:
+        ms[col] = ms[col] * 1e3
+    print("median milliseconds per query, and ratios measured in this run")
+    print(ms.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    key = df[(df.K == 200) & (df.n == 50) & (df.d == 384)].iloc[0]
+    print(f"\nK=200 n=50 d=384: hullft/sift = {key['hullft/sift']:.4f} (target <= 0.01); "
+          f"sift_exact/sift = {key['sift_exact/sift']:.4f} (target <= 0.1), identical picks everywhere: "
+          f"{bool(df.same_picks.all())}; (faiss top-K + hullft)/(faiss top-n + nn) = "
+          f"{key['(topK+hullft)/(topn+nn)']:.2f} (target <= 3)")
+    return df
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hullft.compose import compose_config
+from hullft.embedder import Embedder
+from hullft.models import ModelNotAvailable, load_model
+from hullft.scoring import score_text
+
+SAMPLES = ["def f(x):\n    return x ** 2  # squares\n", "Naïve café — “quotes” ✓ 日本語\n\tindented",
+           "In the beginning God created the heaven and the earth.", "  leading spaces and trailing  \n\n"]
+
+
+def test_tiny_model_builds_from_config_and_tokenizer_round_trips():
+    loaded = load_model(compose_config(["model=tiny"]).model)
+    assert sum(p.numel() for p in loaded.model.parameters()) < 1_000_000
+    for text in SAMPLES:
+        assert loaded.tokenizer.decode(loaded.tokenizer(text, add_special_tokens=False).input_ids) == text
+
+
+def test_hub_code_path_loads_a_local_checkpoint(tmp_path):
+    tiny = load_model(compose_config(["model=tiny"]).model)
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    loaded = load_model(compose_config(["model=gpt2", f"model.hub_id={tmp_path}", "model.device=cpu"]).model)
+    for a, b in zip(tiny.model.state_dict().values(), loaded.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("group,override", [("model", "model=gpt2-large"), ("embedder", "embedder=roberta-pile")])
+def test_absent_hub_weights_give_one_clear_error(group, override):
+    cfg = compose_config([override, f"{group}.hub_id=hullft-tests/not-downloaded"])
+    with pytest.raises(ModelNotAvailable, match="not available offline") as e:
+        load_model(cfg.model) if group == "model" else Embedder(cfg.embedder)
+    assert "huggingface-cli download" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_embedder_equals_sentence_transformers():
+    from sentence_transformers import SentenceTransformer
+
+    embedder = Embedder(compose_config(["embedder.bf16=false"]).embedder)
+    reference = SentenceTransformer(str(embedder.tokenizer.name_or_path), device="cpu")
+    texts = SAMPLES + ["a longer passage " * 50, "short"]
+    ours = embedder.embed(texts)
+    theirs = reference.encode(texts, normalize_embeddings=True)
+    cosine = (ours * theirs).sum(1)
+    assert cosine.min() >= 0.9999
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.integration
+def test_embedded_smollm2_loads_offline_and_scores_real_text():
+    loaded = load_model(compose_config([]).model)
+    assert loaded.name == "smollm2-135m" and loaded.context_length >= 2048
+    assert 130e6 < sum(p.numel() for p in loaded.model.parameters()) < 140e6
+    for text in SAMPLES:
+        assert loaded.tokenizer.decode(loaded.tokenizer(text, add_special_tokens=False).input_ids) == text
+    text = open(math.__spec__.origin if math.__spec__.origin.endswith(".py") else __file__).read()[:3000]
+    bpb = score_text(loaded, text, compose_config([]).eval).bpb
+    assert 0.2 < bpb < 1.5  # a real code model on Python source; random weights would give ~ 8

@@ -1,0 +1,140 @@
+"""The runner end to end through `python run.py`, on the tiny model and the fixture corpus."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hullft.report import load_records, summarize, write_report
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(args, cwd, check=True, **kw):
+    proc = subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          env=os.environ.copy(), **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stderr[-3000:])
+    return proc
+
+
+def records(path):
+    return pd.read_parquet(path).sort_values("query_id").reset_index(drop=True)
+
+
+def test_multirun_and_report(tmp_path, tiny_overrides):
+    run(["-m", "selector=hullft,nn", "budget=2,4", "tag=grid", *tiny_overrides], tmp_path)
+    files = sorted((tmp_path / "multirun" / "grid").rglob("records.parquet"))
+    assert len(files) == 4
+    df = load_records([tmp_path / "multirun" / "grid"])
+    assert set(zip(df.selector, df.n)) == {("hullft", 2), ("hullft", 4), ("nn", 2), ("nn", 4)}
+    assert (df.groupby(["selector", "n"]).size() == 6).all()  # 3 domains x 2 queries
+    assert (df.opt_steps == df.n).all() and (df.bpb_pct > 0).all()
+    np.testing.assert_allclose(df.bpb_pct, 100 * df.bpb / df.bpb_base)
+    nn = df[df.selector == "nn"]
+    assert (nn.distinct == nn.n).all() and (nn.fwd_bwd == nn.n).all()
+    # the base BPB of a query is computed once and shared by every job of the sweep
+    assert df.groupby("query_id").bpb_base.nunique().max() == 1
+    out = tmp_path / "report"
+    write_report(df, out)
+    table = pd.read_csv(out / "table.csv")
+    assert set(table.domain) == {"Github", "Docs", "Licenses", "ALL"}
+    assert (out / "pareto.png").stat().st_size > 10_000
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path, tiny_overrides):
+    args = ["queries_per_domain=4", "budget=6", *tiny_overrides]
+    run(args + ["tag=whole"], tmp_path)
+    whole = records(tmp_path / "outputs" / "whole" / "" / next(os.walk(tmp_path / "outputs" / "whole"))[1][0]
+                    / "records.parquet")
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args, "tag=killed"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline = time.time() + 300
+    jsonl = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "outputs" / "killed").rglob("records.jsonl"))
+        if found and found[0].read_text().count("\n") >= 2:
+            jsonl = found[0]
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert jsonl is not None, "the run ended before it could be killed"
+    done_before = jsonl.read_text().count("\n")
+    assert done_before < len(whole)
+    run(args + ["tag=killed"], tmp_path)
+    resumed = records(jsonl.parent / "records.parquet")
+    assert len(resumed) == len(whole) and resumed.query_id.is_unique
+    assert resumed.query_id.tolist() == whole.query_id.tolist()
+    np.testing.assert_allclose(resumed.bpb, whole.bpb, rtol=1e-6)
+    assert resumed.fwd_bwd.tolist() == whole.fwd_bwd.tolist()
+
+
+def test_sharded_with_submitit_equals_unsharded(tmp_path, tiny_overrides):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    run(["selector=sift_exact", "tag=single", *tiny_overrides], tmp_path)
+    run(["-m", "hydra/launcher=submitit_local", "selector=sift_exact", "num_shards=2", "shard=0,1", "tag=sharded",
+         *tiny_overrides], tmp_path)
+    single = load_records([tmp_path / "outputs" / "single"])
+    sharded = load_records([tmp_path / "multirun" / "sharded"])
+    assert sharded.shard.nunique() == 2
+    a = single.sort_values("query_id").reset_index(drop=True)
+    b = sharded.sort_values("query_id").reset_index(drop=True)
+    assert a.query_id.tolist() == b.query_id.tolist()
+    np.testing.assert_allclose(a.bpb, b.bpb, rtol=1e-6)
+    pa, pb = summarize(single), summarize(sharded)
+    assert len(pa) == len(pb) == 1 and pa.queries[0] == pb.queries[0]
+    np.testing.assert_allclose(pa.bpb_pct, pb.bpb_pct, rtol=1e-6)
+
+
+def test_wandb_offline_writes_a_readable_run(tmp_path, tiny_overrides):
+    run(["logger=wandb", "tag=wb", "queries_per_domain=1", *tiny_overrides], tmp_path)
+    out = next((tmp_path / "outputs" / "wb").iterdir())
+    runs = list(out.rglob("offline-run-*"))
+    assert len(runs) == 1
+    from wandb.sdk.internal.datastore import DataStore
+    from wandb.proto import wandb_internal_pb2
+
+    store = DataStore()
+    store.open_for_scan(str(next(runs[0].glob("*.wandb"))))
+    history, summary = [], {}
+    while (data := store.scan_data()) is not None:
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(data)
+        if rec.WhichOneof("record_type") == "history":
+            history.append({i.key: i.value_json for i in rec.history.item})
+        if rec.WhichOneof("record_type") == "summary":
+            summary.update({i.key: i.value_json for i in rec.summary.update})
+    assert sum("bpb_pct" in h for h in history) == 3  # one per query
+    assert "bpb_pct_mean" in summary and "pareto" in summary
+
+
+def test_logger_none_writes_no_wandb_files(tmp_path, tiny_overrides):
+    run(["tag=nowb", "queries_per_domain=1", *tiny_overrides], tmp_path)
+    assert not list(tmp_path.rglob("*.wandb")) and not list(tmp_path.rglob("wandb"))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("selector=nope", "Could not find 'selector/nope'"),
+    ("model=nope", "Could not find 'model/nope'"),
+    ("engine.nope=1", "Key 'nope' not in"),
+    ("budget=0", "budget=0"),
+    ("k=3", "k=3 < budget=4"),
+    ("budget=abc", "Value 'abc' of type 'str' could not be converted to Integer"),
+    ("model.hub_id=nobody/missing-model", None),
+])
+def test_bad_input_fails_at_start_with_one_clear_line(tmp_path, tiny_overrides, override, message):
+    args = [*tiny_overrides, override]
+    if override.startswith("model.hub_id"):
+        args = [a for a in args if a != "model=tiny"] + ["model=gpt2"]
+        message = "not available offline"
+    proc = run(args, tmp_path, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.rglob("records.parquet"))
