@@ -1,8 +1,10 @@
 """Frank-Wolfe for  min_{w in simplex} ||t - X^T w||^2  (HullFT step 2), in Gram-matrix form.
 
-With G = X X^T and b = X t precomputed, every quantity the method needs is O(K) per iteration:
-<x_i, r> = b_i - (G w)_i, and g = G w, <b, w> and <w, G w> are updated along each step, so one
-iteration is a handful of length-K vector operations and no d-dimensional work.
+With G = X X^T and b = X t, the oracle needs the scores <x_i, r> = b_i - (G w)_i. A Frank-Wolfe step
+w <- (1 - gamma) w + gamma e_s changes them to (1 - gamma) score + gamma (b - G_s), so with M = b - G
+(row s is that direction) the scores are kept as sigma * z: the step only rescales sigma and adds one row
+of M to z, and the weights are kept the same way (w = sigma * v). One iteration is then an argmax and one
+axpy over K plus scalar updates of <b, w> and <w, G w>; nothing is d-dimensional.
 """
 from __future__ import annotations
 
@@ -28,52 +30,67 @@ def frank_wolfe(X: np.ndarray, t: np.ndarray, support_cap: int, max_iter: int = 
     G = X @ X.T
     b = X @ t
     tt = float(t @ t)
+    M = b[None, :] - G
+    diag = np.diag(G)
+    b_at, diag_at = b.tolist(), diag.tolist()        # Python floats: fast scalar access in the loop
     first = int(np.argmax(b))
-    w = np.zeros(len(X))
-    w[first] = 1.0
-    g = G[first].copy()               # G w (G is symmetric, so rows are columns)
-    bw, wg = float(b[first]), float(G[first, first])
-    support = 1
-    it = 0
+    sigma, v, z = 1.0, np.zeros(len(X)), M[first].copy()
+    v[first] = 1.0
+    bw, wg = float(b[first]), float(diag[first])   # <b, w>, <w, G w>
+    support, it = 1, 0
     for it in range(1, max_iter + 1):
         if tt - 2 * bw + wg < tol * tol:
             break
-        score = b - g                 # <x_i, r>
-        s = int(score.argmax())
-        inner = bw - wg               # <r, X^T w>
+        inner = bw - wg                              # <r, X^T w>
+        s = int(z.argmax())
+        score_s = sigma * z.item(s)
         if away_steps:
-            active = np.flatnonzero(w)
-            v = int(active[score[active].argmin()])
-            if inner - score[v] > score[s] - inner and w[v] < 1.0:
-                d2 = wg - 2 * g[v] + G[v, v]
+            active = np.flatnonzero(v)
+            a = int(active[z[active].argmin()])
+            score_a, w_a = sigma * z.item(a), sigma * v.item(a)
+            if inner - score_a > score_s - inner and w_a < 1.0:
+                g_a = b_at[a] - score_a
+                d2 = wg - 2 * g_a + diag_at[a]         # ||X^T w - x_a||^2
                 if d2 < 1e-12:
                     break
-                gamma = min(max((inner - score[v]) / d2, 0.0), w[v] / (1.0 - w[v]))
-                w *= 1.0 + gamma
-                w[v] -= gamma
-                if w[v] < 1e-15:
-                    w[v] = 0.0        # a drop step: v leaves the support
-                g *= 1.0 + gamma
-                g -= gamma * G[v]
-                bw, wg = float(b @ w), float(w @ g)
-                support = int(np.count_nonzero(w))
+                gamma = min(max((inner - score_a) / d2, 0.0), w_a / (1.0 - w_a))
+                grow = 1.0 + gamma
+                sigma *= grow
+                v[a] -= gamma / sigma
+                if sigma * v[a] < 1e-15:
+                    v[a] = 0.0                       # a drop step: a leaves the support
+                    support -= 1
+                z -= (gamma / sigma) * M[a]
+                bw = grow * bw - gamma * b_at[a]
+                wg = grow * grow * wg - 2 * gamma * grow * g_a + gamma * gamma * diag_at[a]
                 continue
-        gs, gss = float(g[s]), float(G[s, s])
-        d2 = gss - 2 * gs + wg        # ||x_s - X^T w||^2
+        g_s = b_at[s] - score_s                  # (G w)_s
+        d2 = diag_at[s] - 2 * g_s + wg                  # ||x_s - X^T w||^2
         if d2 < 1e-12:
             break
-        gamma = min(max((score[s] - inner) / d2, 0.0), 1.0)
+        gamma = min(max((score_s - inner) / d2, 0.0), 1.0)
         if gamma <= 0.0:
-            break                     # the oracle would return the same vertex forever
+            break                                    # the oracle would return the same vertex forever
         keep = 1.0 - gamma
-        support += w[s] == 0.0
-        w *= keep
-        w[s] += gamma
-        g *= keep
-        g += gamma * G[s]
-        bw = keep * bw + gamma * float(b[s])
-        wg = keep * keep * wg + 2 * gamma * keep * gs + gamma * gamma * gss
+        if keep < 1e-12:                             # a full step lands on the vertex s
+            sigma, z = 1.0, M[s].copy()
+            v[:] = 0.0
+            v[s], support = 1.0, 1
+            bw, wg = b_at[s], diag_at[s]
+        else:
+            support += v.item(s) == 0.0
+            sigma *= keep
+            v[s] += gamma / sigma
+            z += (gamma / sigma) * M[s]
+            bw = keep * bw + gamma * b_at[s]
+            wg = keep * keep * wg + 2 * gamma * keep * g_s + gamma * gamma * diag_at[s]
+        if sigma < 1e-200:                           # fold the scale back in before it underflows
+            v *= sigma
+            z *= sigma
+            sigma = 1.0
         if support >= support_cap:
             break
-    residual = float(np.sqrt(max(tt - 2 * float(b @ w) + float(w @ g), 0.0)))
+    w = sigma * v
+    w[w < 0] = 0.0
+    residual = float(np.sqrt(max(tt - 2 * float(b @ w) + float(w @ G @ w), 0.0)))
     return FWResult(weights=w, residual=residual, iterations=it)
