@@ -1,12 +1,14 @@
 """Turn simplex weights on a support into an exact integer multiset of size N (HullFT step 3).
 
 Geometric: floor(N w), then each remaining unit goes where it most reduces ||t - sum_i (c_i/N) x_i||^2,
-then single-unit moves i -> j that lower that loss (steepest first, up to `swap_passes` x m moves). The same swap passes are also
-run from largest-remainder rounding and the better result is kept, so geometric is never worse than it.
-Everything is in Gram form over the support (m <= N rows), vectorised over candidates.
+then single-unit moves i -> j that lower that loss, steepest first, up to `swap_passes` x m moves.
+Largest-remainder rounding is also scored and the local search starts from whichever start is better,
+so geometric is never worse than largest remainder. Everything is in Gram form over the support
+(m <= N rows); the loops are compiled with numba.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 
@@ -25,47 +27,52 @@ def largest_remainder(weights: np.ndarray, n: int) -> np.ndarray:
     return counts
 
 
-def _greedy_fill(counts: np.ndarray, G: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+@numba.njit(cache=True)
+def _greedy_fill(counts, G, b, n):
+    m = counts.shape[0]
     counts = counts.copy()
-    u = G @ counts  # (G c)_i
-    diag = np.diag(G)
-    for _ in range(n - int(counts.sum())):
-        # loss after adding a unit to i, up to a constant: -2/n <t - p, x_i> + G_ii / n^2
-        delta = -2.0 / n * (b - u / n) + diag / n**2
-        i = int(np.argmin(delta))
+    u = G @ counts.astype(np.float64)         # (G c)_i
+    for _ in range(n - counts.sum()):
+        # loss change of adding a unit to i, up to a constant: -2/n <t - p, x_i> + G_ii / n^2
+        best, i = np.inf, 0
+        for j in range(m):
+            delta = -2.0 / n * (b[j] - u[j] / n) + G[j, j] / (n * n)
+            if delta < best:
+                best, i = delta, j
         counts[i] += 1
-        u += G[:, i]
+        u += G[i]
     return counts
 
 
-def _swap_passes(counts: np.ndarray, G: np.ndarray, b: np.ndarray, n: int, passes: int) -> np.ndarray:
-    """Single-unit moves i -> j, best move first, while one lowers the loss (at most passes * m moves)."""
+@numba.njit(cache=True)
+def _local_search(counts, G, b, n, max_moves):
+    m = counts.shape[0]
     counts = counts.copy()
-    u = G @ counts
-    diag = np.diag(G)
-    # ||x_j - x_i||^2 / n^2: the quadratic part of every move's loss change
-    sq = (diag[None, :] - 2 * G + diag[:, None]) / n**2
-    for _ in range(passes * len(counts)):
-        h = b - u / n  # <t - p, x_j>
-        gain = 2.0 * (h[None, :] - h[:, None]) / n - sq  # gain[i, j]: loss decrease of moving a unit i -> j
-        gain[counts == 0] = -np.inf
-        i, j = divmod(int(gain.argmax()), len(counts))
-        if not gain[i, j] > 1e-15:
+    u = G @ counts.astype(np.float64)
+    for _ in range(max_moves):
+        best, src, dst = 1e-15, -1, -1
+        for i in range(m):
+            if counts[i] == 0:
+                continue
+            hi = b[i] - u[i] / n              # <t - p, x_i>
+            for j in range(m):
+                # loss decrease of moving one unit i -> j: 2 <e, d> - ||d||^2 with d = (x_j - x_i) / n
+                gain = 2.0 * ((b[j] - u[j] / n) - hi) / n - (G[j, j] - 2.0 * G[i, j] + G[i, i]) / (n * n)
+                if gain > best:
+                    best, src, dst = gain, i, j
+        if src < 0:
             break
-        counts[i] -= 1
-        counts[j] += 1
-        u += G[j] - G[i]
+        counts[src] -= 1
+        counts[dst] += 1
+        u += G[dst] - G[src]
     return counts
 
 
-def geometric_integerize(X: np.ndarray, t: np.ndarray, weights: np.ndarray, n: int, swap_passes: int = 2):
-    """Counts (same order as X's rows, zeros allowed) summing to n."""
-    X = X.astype(np.float64, copy=False)
-    t = t.astype(np.float64, copy=False)
-    G, b, tt = X @ X.T, X @ t, float(t @ t)
+def geometric_integerize(G: np.ndarray, b: np.ndarray, tt: float, weights: np.ndarray, n: int,
+                         swap_passes: int = 2):
+    """Counts (one per support row, zeros allowed) summing to n, and their loss; G, b, tt in Gram form."""
     w = weights / weights.sum()
-    floor = np.floor(n * w).astype(np.int64)
-    starts = [_greedy_fill(floor, G, b, n), largest_remainder(w, n)]
-    results = [_swap_passes(c, G, b, n, swap_passes) for c in starts]
-    losses = [integer_loss(c, G, b, tt, n) for c in results]
-    return results[int(np.argmin(losses))], min(losses)
+    starts = [_greedy_fill(np.floor(n * w).astype(np.int64), G, b, n), largest_remainder(w, n)]
+    start = min(starts, key=lambda c: integer_loss(c, G, b, tt, n))
+    counts = _local_search(start, G, b, n, swap_passes * len(w))
+    return counts, integer_loss(counts, G, b, tt, n)

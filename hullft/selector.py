@@ -5,7 +5,7 @@ from typing import Optional
 
 import numpy as np
 
-from hullft.frank_wolfe import frank_wolfe
+from hullft.frank_wolfe import frank_wolfe, gram_form
 from hullft.integerize import geometric_integerize, integer_loss, largest_remainder
 from hullft.multiset import Multiset, check_selection_inputs
 
@@ -23,21 +23,23 @@ class HullFT:
         self.tol = tol
         self.support_cap = support_cap
         self.away_steps = away_steps
+        self.select(np.array([1.0, 0.0], np.float32), np.eye(2, dtype=np.float32), 1)  # compile numba loops now
 
     def select(self, query: np.ndarray, candidates: np.ndarray, n: int) -> Multiset:
         check_selection_inputs(query, candidates, n)
         cap = min(self.support_cap or n, n)
+        G, b, tt = gram = gram_form(candidates, query)
         fw = frank_wolfe(candidates, query, support_cap=cap, max_iter=self.max_iter, tol=self.tol,
-                         away_steps=self.away_steps)
+                         away_steps=self.away_steps, gram=gram)
         support = np.flatnonzero(fw.weights > 0)
         support = support[np.argsort(-fw.weights[support], kind="stable")][:cap]
         weights = fw.weights[support]
-        X = candidates[support].astype(np.float64)
+        G_support, b_support = G[np.ix_(support, support)], b[support]
         if self.integerize == "geometric":
-            counts, loss = geometric_integerize(X, query, weights, n, self.swap_passes)
+            counts, loss = geometric_integerize(G_support, b_support, tt, weights, n, self.swap_passes)
         else:
             counts = largest_remainder(weights, n)
-            loss = integer_loss(counts, X @ X.T, X @ query.astype(np.float64), float(query @ query), n)
+            loss = integer_loss(counts, G_support, b_support, tt, n)
         keep = counts > 0
         return Multiset(support[keep], counts[keep], {
             "fw_residual": fw.residual, "fw_iters": fw.iterations, "support": len(support),

@@ -9,7 +9,7 @@ from baselines.nn import NearestNeighbours
 from baselines.sift import SIFT
 from baselines.sift_exact import SiftExact
 from hullft.compose import compose_config
-from hullft.frank_wolfe import frank_wolfe
+from hullft.frank_wolfe import frank_wolfe, gram_form
 from hullft.integerize import geometric_integerize, integer_loss, largest_remainder
 from hullft.multiset import Multiset
 from hullft.selector import HullFT
@@ -97,10 +97,10 @@ def test_geometric_integerization_vs_brute_force_and_largest_remainder():
         t = unit(rng.normal(size=5)).astype(np.float64)
         # the weights HullFT integerizes: the projection of t onto the hull; arbitrary ones for the LR bound
         w = frank_wolfe(X, t, support_cap=m, max_iter=2000, away_steps=True).weights
-        counts, loss = geometric_integerize(X, t, w, n)
+        counts, loss = geometric_integerize(*gram_form(X, t), w, n)
         equal += abs(loss - brute_force_best(X, t, n)) < 1e-12
         w = rng.dirichlet(np.ones(m))
-        counts, loss = geometric_integerize(X, t, w, n)
+        counts, loss = geometric_integerize(*gram_form(X, t), w, n)
         assert counts.sum() == n and counts.min() >= 0
         G, b = X @ X.T, X @ t
         lr = integer_loss(largest_remainder(w, n), G, b, float(t @ t), n)
