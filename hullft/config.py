@@ -5,8 +5,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional
 
+import hashlib
+
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class ModelKind(Enum):
@@ -151,7 +153,17 @@ class Config:
     tag: str = "run"
 
 
+def output_dirname(overrides: str) -> str:
+    """A directory name from Hydra's override string: no slashes, long ones shortened with a hash."""
+    name = overrides.replace("/", "_") or "default"
+    if len(name) > 150:
+        name = f"{name[:120]}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+    return name
+
+
 def register_configs() -> None:
+    if not OmegaConf.has_resolver("dirname"):
+        OmegaConf.register_new_resolver("dirname", output_dirname)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for group, node in [("model", ModelConfig), ("embedder", EmbedderConfig), ("data", DataConfig),

@@ -57,7 +57,7 @@ def pile_fixture(tmp_path_factory) -> Path:
 
 
 TINY_RUN = ["model=tiny", "data=jsonl", "data.max_pool_per_domain=150", "data.max_length=96", "data.max_doc_chars=1200", "data.query_fraction=0.2",
-            "k=40", "budget=4", "queries_per_domain=2", "eval.window=256"]
+            "k=40", "queries_per_domain=2", "eval.window=256"]
 
 
 @pytest.fixture(scope="session")

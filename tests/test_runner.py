@@ -1,6 +1,7 @@
 """The runner end to end through `python run.py`, on the tiny model and the fixture corpus."""
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -23,12 +24,33 @@ def run(args, cwd, check=True, **kw):
     return proc
 
 
+def read_wandb_log(path):
+    """The protobuf records of a .wandb file (a leveldb-style log: 32 KiB blocks of crc/length/type chunks)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, pos, pending, out = Path(path).read_bytes(), 32768, 7, b"", []
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # full, last
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending + chunk if kind == 4 else chunk)
+            out.append(record)
+        elif kind in (2, 3):  # first, middle
+            pending = chunk if kind == 2 else pending + chunk
+    return out
+
+
 def records(path):
     return pd.read_parquet(path).sort_values("query_id").reset_index(drop=True)
 
 
 def test_multirun_and_report(tmp_path, tiny_overrides):
-    run(["-m", "selector=hullft,nn", "budget=2,4", "tag=grid", *tiny_overrides], tmp_path)
+    run(["-m", *tiny_overrides, "selector=hullft,nn", "budget=2,4", "tag=grid"], tmp_path)
     files = sorted((tmp_path / "multirun" / "grid").rglob("records.parquet"))
     assert len(files) == 4
     df = load_records([tmp_path / "multirun" / "grid"])
@@ -48,10 +70,9 @@ def test_multirun_and_report(tmp_path, tiny_overrides):
 
 
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path, tiny_overrides):
-    args = ["queries_per_domain=4", "budget=6", *tiny_overrides]
+    args = [*tiny_overrides, "queries_per_domain=4", "budget=6"]
     run(args + ["tag=whole"], tmp_path)
-    whole = records(tmp_path / "outputs" / "whole" / "" / next(os.walk(tmp_path / "outputs" / "whole"))[1][0]
-                    / "records.parquet")
+    whole = records(next((tmp_path / "outputs" / "whole").rglob("records.parquet")))
     proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args, "tag=killed"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     deadline = time.time() + 300
@@ -77,9 +98,9 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, tiny_overrides):
 
 def test_sharded_with_submitit_equals_unsharded(tmp_path, tiny_overrides):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    run(["selector=sift_exact", "tag=single", *tiny_overrides], tmp_path)
-    run(["-m", "hydra/launcher=submitit_local", "selector=sift_exact", "num_shards=2", "shard=0,1", "tag=sharded",
-         *tiny_overrides], tmp_path)
+    run([*tiny_overrides, "selector=sift_exact", "tag=single"], tmp_path)
+    run(["-m", *tiny_overrides, "hydra/launcher=submitit_local", "selector=sift_exact", "num_shards=2", "shard=0,1",
+         "tag=sharded"], tmp_path)
     single = load_records([tmp_path / "outputs" / "single"])
     sharded = load_records([tmp_path / "multirun" / "sharded"])
     assert sharded.shard.nunique() == 2
@@ -93,29 +114,24 @@ def test_sharded_with_submitit_equals_unsharded(tmp_path, tiny_overrides):
 
 
 def test_wandb_offline_writes_a_readable_run(tmp_path, tiny_overrides):
-    run(["logger=wandb", "tag=wb", "queries_per_domain=1", *tiny_overrides], tmp_path)
+    run([*tiny_overrides, "logger=wandb", "tag=wb", "queries_per_domain=1"], tmp_path)
     out = next((tmp_path / "outputs" / "wb").iterdir())
     runs = list(out.rglob("offline-run-*"))
     assert len(runs) == 1
-    from wandb.sdk.internal.datastore import DataStore
-    from wandb.proto import wandb_internal_pb2
-
-    store = DataStore()
-    store.open_for_scan(str(next(runs[0].glob("*.wandb"))))
     history, summary = [], {}
-    while (data := store.scan_data()) is not None:
-        rec = wandb_internal_pb2.Record()
-        rec.ParseFromString(data)
-        if rec.WhichOneof("record_type") == "history":
-            history.append({i.key: i.value_json for i in rec.history.item})
-        if rec.WhichOneof("record_type") == "summary":
-            summary.update({i.key: i.value_json for i in rec.summary.update})
+    for record in read_wandb_log(next(runs[0].glob("*.wandb"))):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            history.append({item.key or "/".join(item.nested_key): item.value_json for item in record.history.item})
+        if kind == "summary":
+            summary.update({item.key or "/".join(item.nested_key): item.value_json for item in record.summary.update})
     assert sum("bpb_pct" in h for h in history) == 3  # one per query
-    assert "bpb_pct_mean" in summary and "pareto" in summary
+    assert "bpb_pct_mean" in summary and "pareto/path" in summary  # the Pareto plot
+    assert summary["records/nrows"] == "3"  # the records table
 
 
 def test_logger_none_writes_no_wandb_files(tmp_path, tiny_overrides):
-    run(["tag=nowb", "queries_per_domain=1", *tiny_overrides], tmp_path)
+    run([*tiny_overrides, "tag=nowb", "queries_per_domain=1"], tmp_path)
     assert not list(tmp_path.rglob("*.wandb")) and not list(tmp_path.rglob("wandb"))
 
 
