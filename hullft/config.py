@@ -146,7 +146,7 @@ class Config:
     selector: Any = MISSING
     budget: int = 8               # n: optimizer steps (multiset size) per query
     k: int = 200                  # faiss pre-selection size
-    queries_per_domain: int = 2
+    queries_per_domain: int = 1
     query_seed: int = 0
     shard: int = 0
     num_shards: int = 1

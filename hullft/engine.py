@@ -26,6 +26,7 @@ class FinetuneResult:
     opt_steps: int       # optimizer steps taken
     diverged: bool       # a non-finite loss or gradient stopped finetuning
     mean_loss: float     # mean training loss over the fresh passes
+    tokens: int          # tokens run through forward/backward
     seconds: float
 
 
@@ -131,11 +132,12 @@ class FinetuneEngine:
             steps = [[k] for k in plan]
             fresh = fresh_passes(plan, self.cfg.refresh_interval)
         optimizer = self._optimizer()
-        passes, taken, losses, diverged = 0, 0, [], False
+        passes, taken, tokens, losses, diverged = 0, 0, 0, [], False
         for elements, is_fresh in zip(steps, fresh):
             if is_fresh:
                 loss, norm = self._forward_backward(self._batch([seqs[k] for k in elements]))
                 passes += 1
+                tokens += sum(len(seqs[k]) for k in elements)
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     diverged = True
                     break
@@ -145,6 +147,6 @@ class FinetuneEngine:
         for p in self.params:
             p.grad = None
         self._sync()
-        return FinetuneResult(fwd_bwd=passes, opt_steps=taken, diverged=diverged,
+        return FinetuneResult(fwd_bwd=passes, opt_steps=taken, diverged=diverged, tokens=tokens,
                               mean_loss=sum(losses) / len(losses) if losses else float("nan"),
                               seconds=time.perf_counter() - start)

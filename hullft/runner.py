@@ -95,7 +95,7 @@ def run_query(query, cfg, space, loaded, embedder, selector, engine, base) -> Di
         "bpb_base": bpb_base, "bpb": score.bpb, "bpb_pct": 100.0 * score.bpb / bpb_base,
         "t_retrieve": t_retrieve, "t_select": t_select, "t_finetune": result.seconds, "t_eval": t_eval,
         "t_total": t_retrieve + t_select + result.seconds + t_eval, "diverged": result.diverged,
-        "train_loss": result.mean_loss, "query_bytes": score.bytes, "query_tokens": score.tokens,
+        "train_loss": result.mean_loss, "train_tokens": result.tokens, "query_bytes": score.bytes, "query_tokens": score.tokens,
         "same_domain": float(np.mean(space.pool.domain.values[chosen].repeat(multiset.counts) == query.domain)),
         "diagnostics": str(multiset.diagnostics),
     }

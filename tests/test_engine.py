@@ -134,3 +134,20 @@ def test_truncates_to_max_length_without_padding(tiny):
     engine.finetune([list(range(3, 200)), list(range(3, 20))], [1, 1], max_length=64)
     hook.remove()
     assert seen == [64, 17]
+
+
+def test_lora_trains_only_adapters_and_reset_restores_them():
+    pytest.importorskip("peft")
+    loaded = load_model(compose_config(["model=tiny"]).model)
+    base = weights(loaded.model)
+    engine = FinetuneEngine(loaded, engine_cfg(lora="true", lr=1e-2))
+    adapters = {k: v for k, v in weights(loaded.model).items() if "lora_" in k}
+    assert adapters and all(p.requires_grad == ("lora_" in n) for n, p in loaded.model.named_parameters())
+    engine.finetune(sequences(2), [2, 1])
+    after = weights(loaded.model)
+    assert any(not torch.equal(after[k], adapters[k]) for k in adapters)
+    frozen = {k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in after.items()
+              if "lora_" not in k}
+    assert all(torch.equal(frozen[k], base[k]) for k in base)
+    engine.reset()
+    assert all(torch.equal(weights(loaded.model)[k], adapters[k]) for k in adapters)
