@@ -6,7 +6,6 @@ entries); it is cut into documents of bounded size later, in `hullft.documents`.
 """
 from __future__ import annotations
 
-import base64
 import gzip
 import subprocess
 import sysconfig

@@ -7,7 +7,6 @@ CLI:  python -m hullft.data build|stats [hydra overrides, e.g. data=jsonl data.p
 """
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,6 @@ from hullft.config import CorpusKind, DataConfig
 from hullft.corpus import DOMAINS
 from hullft.documents import unit_hash, build_documents
 from hullft.index import build_index, prepare_for_search
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -141,15 +138,21 @@ def _check_index(index: faiss.Index, rows: int) -> faiss.Index:
 
 
 def main(argv: list[str]) -> None:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     from hullft.compose import compose_config
     from hullft.embedder import Embedder
-    from hullft.models import load_model
+    from hullft.models import ModelNotAvailable, load_model
 
     if not argv or argv[0] not in ("build", "stats"):
         sys.exit("usage: python -m hullft.data build|stats [hydra overrides]")
-    cfg = compose_config(argv[1:])
-    model = load_model(cfg.model)
-    space = load_data_space(cfg.data, model.tokenizer, model.fingerprint, Embedder(cfg.embedder))
+    try:
+        cfg = compose_config(argv[1:])
+        model = load_model(cfg.model)
+        space = load_data_space(cfg.data, model.tokenizer, model.fingerprint, Embedder(cfg.embedder))
+    except (HydraException, OmegaConfBaseException, ValueError, FileNotFoundError, ModelNotAvailable) as e:
+        sys.exit(f"error: {str(e).splitlines()[0]}")
     if argv[0] == "stats":
         with pd.option_context("display.width", 200):
             print(space.stats().to_string())

@@ -138,3 +138,15 @@ def test_changed_corpus_file_rebuilds_documents(setup, tiny_overrides, tmp_path,
                 + "\n")
     after = build(cfg, setup)
     assert len(after.documents) == len(before.documents) + 1
+
+
+@pytest.mark.parametrize("override,message", [("data=nope", "Could not find 'data/nope'"),
+                                              ("data.path=/no/such.jsonl", "does not exist")])
+def test_data_cli_bad_input_is_one_line(override, message, tiny_overrides):
+    import subprocess
+    import sys
+
+    args = [a for a in tiny_overrides if not a.startswith("data.path")] + [override]
+    proc = subprocess.run([sys.executable, "-m", "hullft.data", "stats", *args], capture_output=True, text=True)
+    assert proc.returncode != 0 and message in proc.stderr
+    assert "Traceback" not in proc.stderr
