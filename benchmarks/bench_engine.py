@@ -60,8 +60,7 @@ def main(argv=None) -> None:
     seq = loaded.tokenizer(text, add_special_tokens=False).input_ids[:args.tokens]
     ids = torch.tensor([seq], device=loaded.device)
     engine = FinetuneEngine(loaded, cfg.engine)
-    reuse = FinetuneEngine.__new__(FinetuneEngine)  # same model and snapshot, refresh interval 2
-    reuse.__dict__.update(engine.__dict__, cfg=compose_config(["engine.refresh_interval=2"]).engine)
+    reuse = FinetuneEngine(loaded, compose_config(["engine.refresh_interval=2"]).engine)  # same model, r = 2
     counts = [4, 2, 2]  # n = 8; with r = 2: 2 + 1 + 1 = 4 passes
     ideal = sum(counts) / sum(math.ceil(j / 2) for j in counts)
     seqs = [seq, seq[::-1], seq[1:] + seq[:1]]

@@ -30,7 +30,6 @@ class WandbLogger:
         self.step = 0
         self.run = wandb.init(project=cfg.project, mode=cfg.mode, dir=str(out_dir), group=cfg.group or group,
                               name=name, config=run_config, reinit="finish_previous")
-        self.run.define_metric("t_total")
         self.run.define_metric("bpb_pct", step_metric="query")
 
     def log_query(self, record: Dict) -> None:
