@@ -12,7 +12,8 @@ from hullft.scoring import score_text
 class BaseBPBCache:
     def __init__(self, loaded: LoadedModel, cfg: EvalConfig):
         self.loaded, self.cfg = loaded, cfg
-        self.path = cache_root() / "base_bpb" / f"{content_hash(loaded.fingerprint, str(cfg.protocol), cfg.window)}.json"
+        key = content_hash(loaded.fingerprint, str(cfg.protocol), cfg.window)
+        self.path = cache_root() / "base_bpb" / f"{key}.json"
         try:
             self.values = json.loads(self.path.read_text()) if self.path.exists() else {}
         except (json.JSONDecodeError, OSError):

@@ -30,9 +30,8 @@ log = logging.getLogger(__name__)
 NOT_HASHED = ("shard", "num_shards", "logger")
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """Identifies what a record measured; shards of one run share it, so they merge."""
-    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+def config_hash(plain: Dict) -> str:
+    """Identifies what a record measured (from the resolved config); shards of one run share it, so they merge."""
     return content_hash({k: v for k, v in plain.items() if k not in NOT_HASHED})
 
 
@@ -95,7 +94,8 @@ def run_query(query, cfg, space, loaded, embedder, selector, engine, base) -> Di
         "bpb_base": bpb_base, "bpb": score.bpb, "bpb_pct": 100.0 * score.bpb / bpb_base,
         "t_retrieve": t_retrieve, "t_select": t_select, "t_finetune": result.seconds, "t_eval": t_eval,
         "t_total": t_retrieve + t_select + result.seconds + t_eval, "diverged": result.diverged,
-        "train_loss": result.mean_loss, "train_tokens": result.tokens, "query_bytes": score.bytes, "query_tokens": score.tokens,
+        "train_loss": result.mean_loss, "train_tokens": result.tokens,
+        "query_bytes": score.bytes, "query_tokens": score.tokens,
         "same_domain": float(np.mean(space.pool.domain.values[chosen].repeat(multiset.counts) == query.domain)),
         "diagnostics": str(multiset.diagnostics),
     }
@@ -109,15 +109,15 @@ def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "") -> 
     space = load_data_space(cfg.data, loaded.tokenizer, loaded.fingerprint, embedder)
     if len(space.pool) < cfg.k:
         raise ValueError(f"the pool holds {len(space.pool)} sequences, fewer than k={cfg.k}; lower k")
-    chash = config_hash(cfg)
+    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    chash = config_hash(plain)
     store = RecordStore(out_dir, chash)
     queries = pick_queries(space, cfg)
     todo = queries[~queries.doc_id.isin(store.done)]
     log.info("%d queries (%d already done) in %s", len(queries), len(queries) - len(todo), out_dir)
     engine = FinetuneEngine(loaded, cfg.engine)
     base = BaseBPBCache(loaded, cfg.eval)
-    logger = make_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), out_dir,
-                         group, name or out_dir.name)
+    logger = make_logger(cfg.logger, plain, out_dir, group, name or out_dir.name)
     constant = {"model": loaded.name, "config_hash": chash, "git_sha": git_sha(), "device": str(loaded.device),
                 "shard": int(cfg.shard), "num_shards": int(cfg.num_shards)}
     for query in tqdm(list(todo.itertuples()), desc=f"TTFT {selector_name(selector)} n={cfg.budget}",
@@ -125,6 +125,7 @@ def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "") -> 
         record = {**run_query(query, cfg, space, loaded, embedder, selector, engine, base), **constant}
         store.append(record)
         logger.log_query(record)
-    store.write_parquet()
-    logger.finish(store.frame(), out_dir)
-    return store.frame()
+    store.write_parquet()  # also when nothing was left to do, e.g. after a kill between the two writes
+    records = store.frame()
+    logger.finish(records, out_dir)
+    return records
