@@ -7,6 +7,10 @@ sift (activeft), sift_exact, mmr and kcenter over the same K candidates, plus th
 top-n searches over a 10k-row flat index that all of them share. Prints the target ratios:
 hullft / sift, sift_exact / sift (with a check that the picks are identical), and
 (faiss top-K + hullft) / (faiss top-n for nn).
+
+Then selection as the runner times it (`timed_select`) alone and in the pipeline: right after a torch
+training step, a faiss search and the candidates' gather, as in `run_query`; and, for comparison, the
+plain call in the pipeline without the one-thread BLAS rule.
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ import time
 
 import numpy as np
 import pandas as pd
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
 import faiss
 from baselines.kcenter import KCenter
@@ -24,6 +30,7 @@ from baselines.mmr import MMR
 from baselines.nn import NearestNeighbours
 from baselines.sift import SIFT
 from baselines.sift_exact import SiftExact
+from hullft.selection_timing import timed_select
 from hullft.selector import HullFT
 
 SELECTORS = {"nn": NearestNeighbours(), "hullft": HullFT(), "sift": SIFT(0.2), "sift_exact": SiftExact(0.2),
@@ -85,5 +92,46 @@ def main(argv=None) -> pd.DataFrame:
     return df
 
 
+def pipeline(reps: int, pool_size: int, K: int = 200, n: int = 50, d: int = 384) -> pd.DataFrame:
+    """Median t_select per selector: alone, in the pipeline, and in the pipeline without the BLAS rule."""
+    rng = np.random.default_rng(1)
+    pool = unit(rng.normal(size=(pool_size, d)))
+    index = faiss.IndexFlatIP(d)
+    index.add(pool)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=8192, n_embd=512, n_layer=4, n_head=8))
+    ids = torch.randint(0, 8192, (1, 256))
+
+    def after_training_step(select):
+        times = []
+        for _ in range(reps):
+            model(input_ids=ids, labels=ids).loss.backward()
+            query = unit(pool[rng.integers(pool_size, size=8)].mean(0))
+            _, top = index.search(query[None], K)
+            times.append(select(query, pool[top[0]]))
+        return statistics.median(times)
+
+    rows = []
+    for name in ("nn", "hullft", "sift_exact", "mmr", "kcenter", "sift"):
+        selector = SELECTORS[name]
+        query = unit(pool[:8].mean(0))
+        candidates = pool[index.search(query[None], K)[1][0]]
+        timed_select(selector, query, candidates, n)  # warm-up
+        alone = statistics.median(timed_select(selector, query, candidates, n)[1] for _ in range(reps))
+        ruled = after_training_step(lambda q, c: timed_select(selector, q, c, n)[1])
+        plain = after_training_step(lambda q, c: median_seconds(lambda: selector.select(q, c, n), 1))
+        rows.append({"selector": name, "alone_ms": alone * 1e3, "pipeline_ms": ruled * 1e3,
+                     "pipeline/alone": ruled / alone, "plain_pipeline_ms": plain * 1e3,
+                     "plain_pipeline/alone": plain / alone})
+    df = pd.DataFrame(rows)
+    print(f"\nt_select as the runner times it (K={K}, n={n}, d={d}; median of {reps}): alone, and right after a "
+          f"torch training step + faiss search (pipeline); 'plain' = the call without the one-thread BLAS rule")
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    worst = df[df.selector.isin(["nn", "hullft", "sift_exact"])]["pipeline/alone"].max()
+    print(f"worst pipeline/alone over hullft, sift_exact, nn: {worst:.2f} (target <= 1.5)")
+    return df
+
+
 if __name__ == "__main__":
     main()
+    pipeline(reps=15, pool_size=10_000)

@@ -119,11 +119,25 @@ class Protocol(Enum):
     first_window = "first_window"
 
 
+class PrefixToken(Enum):
+    eot = "eot"  # <|endoftext|> where the vocabulary has it, else as bos
+    bos = "bos"  # lm-eval's HFLM rule: BOS, else EOS
+    eos = "eos"
+
+
+class ByteCount(Enum):
+    scored = "scored"      # bytes of the scored tokens (first_window)
+    document = "document"  # bytes of the whole document (rolling; the HullFT reference's first_window)
+
+
 @dataclass
 class EvalConfig:
     name: str = MISSING
     protocol: Protocol = Protocol.rolling
     window: int = 1024  # tokens per scoring window (rolling) or scored prefix (first_window)
+    prefix_token: PrefixToken = PrefixToken.eot
+    prefix: bool = True                    # first_window only: false = no prefix, first token unscored
+    bytes: ByteCount = ByteCount.document  # first_window may count only the scored tokens' bytes
 
 
 @dataclass

@@ -31,7 +31,6 @@ class LoadedModel:
     device: torch.device
     dtype: DType
     context_length: int
-    prefix_token_id: int  # prepended to the first scoring window (BOS, else end-of-text)
     fingerprint: str      # identifies the weights and tokenizer, for cache keys
 
 
@@ -110,14 +109,6 @@ def _build_tiny(cfg: ModelConfig):
     return GPT2LMHeadModel(config), tokenizer, f"tiny-{cfg.n_layer}x{cfg.n_embd}x{cfg.n_positions}"
 
 
-def _prefix_token(tokenizer) -> int:
-    """The document-boundary token: <|endoftext|> where the vocabulary has it, else BOS, else EOS."""
-    eot = tokenizer.get_vocab().get("<|endoftext|>")
-    if eot is not None:
-        return eot
-    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-
-
 LOADERS = {ModelKind.gguf_package: _load_gguf_cached, ModelKind.hub: _load_hub, ModelKind.tiny: _build_tiny}
 
 
@@ -126,7 +117,6 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     model, tokenizer, fingerprint = LOADERS[cfg.kind](cfg)
     model.to(device).train()
     model.config.use_cache = False
-    prefix = _prefix_token(tokenizer)
     context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 1024)
     return LoadedModel(model=model, tokenizer=tokenizer, name=cfg.name, device=device, dtype=cfg.dtype,
-                       context_length=int(context), prefix_token_id=int(prefix), fingerprint=fingerprint)
+                       context_length=int(context), fingerprint=fingerprint)

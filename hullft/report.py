@@ -2,9 +2,14 @@
 
     python -m hullft.report multirun/headline outputs/... --out results/report
 
-Writes table.csv/.md (mean BPB% +- standard error per domain x selector x n), points.csv/.md
-(one point per configuration: mean BPB% against mean wall-clock per query, Pareto front marked)
-and pareto.png.
+Writes
+- table.csv/.md: per domain x selector x n, the mean of per-query BPB% +- standard error, and the
+  byte-weighted BPB (sum of nats / ln 2 / sum of bytes over the queries, as lm-eval and TTT-NN aggregate)
+  with its % of the base model's byte-weighted BPB;
+- paired.csv/.md: each selector against each other on the same queries (same domain, n and query):
+  mean difference of BPB% +- standard error, and the share of queries the first one wins (ties count half);
+- points.csv/.md (one point per configuration: mean BPB% against mean wall-clock per query, Pareto front
+  marked) and pareto.png.
 """
 from __future__ import annotations
 
@@ -36,13 +41,45 @@ def _se(x: pd.Series) -> float:
     return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
+def _with_overall(records: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([records, records.assign(domain="ALL")], ignore_index=True)
+
+
+def _byte_weighted(group: pd.DataFrame) -> pd.Series:
+    """sum of nats / ln 2 / sum of bytes, for the finetuned and the base model (NaN for records without them)."""
+    if "nll_nats" not in group or group.nll_nats.isna().any():
+        return pd.Series({"bpb_bw": np.nan, "bpb_bw_base": np.nan, "bpb_bw_pct": np.nan})
+    bw = group.nll_nats.sum() / np.log(2) / group.query_bytes.sum()
+    base = group.nll_nats_base.sum() / np.log(2) / group.query_bytes_base.sum()
+    return pd.Series({"bpb_bw": bw, "bpb_bw_base": base, "bpb_bw_pct": 100.0 * bw / base})
+
+
 def domain_table(records: pd.DataFrame) -> pd.DataFrame:
     keys = ["domain", "selector", "n"]
-    overall = records.assign(domain="ALL")
-    both = pd.concat([records, overall], ignore_index=True)
-    return (both.groupby(keys).agg(bpb_pct=("bpb_pct", "mean"), se=("bpb_pct", _se), queries=("bpb_pct", "size"),
-                                   t_total=("t_total", "mean"))
-            .reset_index().sort_values(keys).reset_index(drop=True))
+    groups = _with_overall(records).groupby(keys)
+    table = groups.agg(bpb_pct=("bpb_pct", "mean"), se=("bpb_pct", _se), queries=("bpb_pct", "size"),
+                       t_total=("t_total", "mean"))
+    weighted = groups[[c for c in ("nll_nats", "nll_nats_base", "query_bytes", "query_bytes_base")
+                       if c in records]].apply(_byte_weighted)
+    return table.join(weighted).reset_index().sort_values(keys).reset_index(drop=True)
+
+
+def paired_table(records: pd.DataFrame) -> pd.DataFrame:
+    """Selector a against selector b on the queries both scored: diff = a's BPB% - b's (negative: a is better)."""
+    rows = []
+    for (domain, n), group in _with_overall(records).groupby(["domain", "n"]):
+        per_query = group.pivot_table(index="query_id", columns="selector", values="bpb_pct", aggfunc="mean")
+        names = sorted(per_query.columns)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                both = per_query[[a, b]].dropna()
+                if both.empty:
+                    continue
+                diff = both[a] - both[b]
+                rows.append({"domain": domain, "n": n, "a": a, "b": b, "queries": len(diff),
+                             "diff_pct": diff.mean(), "se": _se(diff),
+                             "a_wins": float(((diff < 0) + 0.5 * (diff == 0)).mean())})
+    return pd.DataFrame(rows, columns=["domain", "n", "a", "b", "queries", "diff_pct", "se", "a_wins"])
 
 
 def pareto_mask(t: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -89,10 +126,13 @@ def pareto_plot(points: pd.DataFrame, path: Path) -> Path:
 def write_report(records: pd.DataFrame, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     table = domain_table(records)
+    paired = paired_table(records)
     points = summarize(records)
     table.to_csv(out / "table.csv", index=False)
+    paired.to_csv(out / "paired.csv", index=False)
     points.to_csv(out / "points.csv", index=False)
-    (out / "table.md").write_text(table.to_markdown(index=False, floatfmt=".2f") + "\n")
+    (out / "table.md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
+    (out / "paired.md").write_text(paired.to_markdown(index=False, floatfmt=".3f") + "\n")
     (out / "points.md").write_text(points.drop(columns="config_hash").to_markdown(index=False, floatfmt=".3f") + "\n")
     pareto_plot(points, out / "pareto.png")
 
@@ -107,8 +147,13 @@ def main(argv=None) -> None:
     except FileNotFoundError as e:
         sys.exit(f"error: {e}")
     write_report(records, Path(args.out))
-    print(summarize(records).drop(columns="config_hash").to_string(index=False))
-    print(f"wrote {args.out}/table.md, points.md, pareto.png")
+    overall = domain_table(records).query("domain == 'ALL'").drop(columns="domain")
+    print(overall.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    paired = paired_table(records).query("domain == 'ALL'").drop(columns="domain")
+    if len(paired):
+        print("\npaired, all domains (diff = a - b in BPB%; a_wins = share of queries where a is lower):")
+        print(paired.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\nwrote {args.out}/table.md, paired.md, points.md, pareto.png")
 
 
 if __name__ == "__main__":

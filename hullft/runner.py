@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from hullft.base_bpb import BaseBPBCache
+from hullft.base_score import BaseScoreCache
 from hullft.cache import REPO_ROOT, content_hash
 from hullft.data import DataSpace, load_data_space
 from hullft.documents import unit_hash
@@ -24,7 +24,8 @@ from hullft.index import top_k
 from hullft.loggers import make_logger
 from hullft.models import LoadedModel, load_model
 from hullft.records import RecordStore
-from hullft.scoring import score_text
+from hullft.selection_timing import timed_select
+from hullft.scoring import check_eval_config, score_text
 
 log = logging.getLogger(__name__)
 NOT_HASHED = ("shard", "num_shards", "logger")
@@ -77,25 +78,26 @@ def run_query(query, cfg, space, loaded, embedder, selector, engine, base) -> Di
     t0 = time.perf_counter()
     q = embed_query(query.text, loaded, embedder, cfg.data.max_length)
     _, rows = top_k(space.index, q, cfg.k)
-    t1 = time.perf_counter()
-    multiset = selector.select(q, space.embeddings[rows], cfg.budget)
-    t2 = time.perf_counter()
+    candidates = space.embeddings[rows]
+    t_retrieve = time.perf_counter() - t0
+    multiset, t_select = timed_select(selector, q, candidates, cfg.budget)
     chosen = rows[multiset.indices]
     result = engine.finetune([space.pool.tokens[r] for r in chosen], multiset.counts.tolist(),
                              None if multiset.picks is None else multiset.picks.tolist(), cfg.data.max_length)
     score = score_text(loaded, query.text, cfg.eval)
     engine.reset()
-    bpb_base = base.get(query.text)
-    t_retrieve, t_select, t_eval = t1 - t0, t2 - t1, score.seconds
+    base_score = base.get(query.text)
+    t_eval = score.seconds
     return {
         "query_id": query.doc_id, "domain": query.domain, "selector": selector_name(selector),
         "n": int(cfg.budget), "k": int(cfg.k), "refresh_interval": int(cfg.engine.refresh_interval),
         "distinct": int(len(multiset.indices)), "fwd_bwd": result.fwd_bwd, "opt_steps": result.opt_steps,
-        "bpb_base": bpb_base, "bpb": score.bpb, "bpb_pct": 100.0 * score.bpb / bpb_base,
+        "bpb_base": base_score.bpb, "bpb": score.bpb, "bpb_pct": 100.0 * score.bpb / base_score.bpb,
+        "nll_nats": score.nll_nats, "nll_nats_base": base_score.nll_nats,
         "t_retrieve": t_retrieve, "t_select": t_select, "t_finetune": result.seconds, "t_eval": t_eval,
         "t_total": t_retrieve + t_select + result.seconds + t_eval, "diverged": result.diverged,
         "train_loss": result.mean_loss, "train_tokens": result.tokens,
-        "query_bytes": score.bytes, "query_tokens": score.tokens,
+        "query_bytes": score.bytes, "query_bytes_base": base_score.bytes, "query_tokens": score.tokens,
         "same_domain": float(np.mean(space.pool.domain.values[chosen].repeat(multiset.counts) == query.domain)),
         "diagnostics": str(multiset.diagnostics),
     }
@@ -103,6 +105,7 @@ def run_query(query, cfg, space, loaded, embedder, selector, engine, base) -> Di
 
 def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "") -> pd.DataFrame:
     check_budget(cfg)
+    check_eval_config(cfg.eval)
     selector = instantiate(cfg.selector)
     loaded = load_model(cfg.model)
     embedder = Embedder(cfg.embedder)
@@ -116,7 +119,7 @@ def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "") -> 
     todo = queries[~queries.doc_id.isin(store.done)]
     log.info("%d queries (%d already done) in %s", len(queries), len(queries) - len(todo), out_dir)
     engine = FinetuneEngine(loaded, cfg.engine)
-    base = BaseBPBCache(loaded, cfg.eval)
+    base = BaseScoreCache(loaded, cfg.eval)
     logger = make_logger(cfg.logger, plain, out_dir, group, name or out_dir.name)
     constant = {"model": loaded.name, "config_hash": chash, "git_sha": git_sha(), "device": str(loaded.device),
                 "shard": int(cfg.shard), "num_shards": int(cfg.num_shards)}

@@ -1,30 +1,34 @@
 """Bits per byte of a text under the model.
 
-BPB = -(sum of token log-likelihoods in nats) / ln 2 / (UTF-8 bytes of the scored text).
+BPB = -(sum of token log-likelihoods in nats) / ln 2 / (UTF-8 bytes).
 
-- rolling (lm-eval-harness loglikelihood_rolling): disjoint windows of `window` tokens; each window's
-  input is the token before it (the prefix token for the first) plus all but its last target, so every
-  token is scored exactly once; divided by the bytes of the whole document.
-- first_window (the HullFT paper): only the first `window` tokens are scored, divided by the bytes of
-  those tokens. (The paper divides by the bytes of the whole document, which understates BPB for
-  documents longer than the window.)
+- rolling: lm-evaluation-harness's loglikelihood_rolling, window for window (`get_rolling_token_windows`
+  with context_len=1, then `make_disjoint_window`). The first window is the prefix token plus the first
+  L-1 tokens and scores the first L; each later full window is the token before it plus all but its
+  last target; the last, partial window is right-aligned: its input is the L tokens before its end, so
+  its few scored tokens keep up to a full window of context. Every token is scored exactly once;
+  divided by the bytes of the whole document.
+- first_window (the HullFT paper): only the first `window` tokens. `eval.prefix=false` drops the
+  prefix token (the first token is then never scored, as in the reference code) and `eval.bytes=document`
+  divides by the whole document's bytes (the reference's choice) instead of those of the scored tokens.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable, List
 
 import torch
 
-from hullft.config import DType, EvalConfig, Protocol
+from hullft.config import ByteCount, DType, EvalConfig, PrefixToken, Protocol
 from hullft.models import LoadedModel
 
 
 @dataclass
 class Score:
     nll_nats: float
-    tokens: int
+    tokens: int   # tokens scored
     bytes: int
     seconds: float
 
@@ -33,35 +37,98 @@ class Score:
         return self.nll_nats / math.log(2) / self.bytes
 
 
+@dataclass
+class Window:
+    """One forward pass: the last len(targets) positions of `inputs` predict `targets`."""
+    inputs: List[int]
+    targets: List[int]
+
+
+def check_eval_config(cfg: EvalConfig) -> None:
+    if cfg.window < 1:
+        raise ValueError(f"eval.window={cfg.window}: a scoring window holds at least one token; use e.g. 1024")
+    if cfg.protocol == Protocol.rolling and not cfg.prefix:
+        raise ValueError("eval.prefix=false applies to eval=first_window only: rolling scores every token")
+    if cfg.protocol == Protocol.rolling and cfg.bytes != ByteCount.document:
+        raise ValueError("eval.bytes=scored applies to eval=first_window only: rolling scores the whole document")
+
+
+def prefix_token_id(tokenizer, kind: PrefixToken) -> int:
+    """eot: <|endoftext|> where the vocabulary has it, else as bos. bos: lm-eval's rule (BOS, else EOS).
+    eos: the tokenizer's EOS."""
+    if kind == PrefixToken.eot:
+        eot = tokenizer.get_vocab().get("<|endoftext|>")
+        if eot is not None:
+            return int(eot)
+    if kind in (PrefixToken.eot, PrefixToken.bos) and tokenizer.bos_token_id is not None:
+        return int(tokenizer.bos_token_id)
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"eval.prefix_token={kind.value}: the tokenizer has no such token; choose another")
+    return int(tokenizer.eos_token_id)
+
+
+def rolling_windows(tokens: List[int], prefix: int, length: int) -> List[Window]:
+    """lm-eval's disjoint rolling windows (context_len=1) over `tokens`, each at most `length` inputs long."""
+    first = min(length, len(tokens))
+    windows = [Window([prefix] + tokens[:first - 1], tokens[:first])]
+    done = first
+    while done < len(tokens):
+        scored = min(len(tokens) - done, length)
+        end = done + scored
+        windows.append(Window(tokens[end - length - 1:end - 1], tokens[done:end]))
+        done = end
+    return windows
+
+
+def scoring_windows(tokens: List[int], prefix: int, cfg: EvalConfig, length: int) -> List[Window]:
+    if cfg.protocol == Protocol.rolling:
+        return rolling_windows(tokens, prefix, length)
+    head = tokens[:length]
+    if cfg.prefix:
+        return [Window([prefix] + head[:-1], head)]
+    return [Window(head[:-1], head[1:])] if len(head) > 1 else []
+
+
+def eager_logits(loaded: LoadedModel) -> Callable[[List[int]], torch.Tensor]:
+    """Logits (positions, vocab) of one unpadded sequence, by a plain forward pass."""
+    def forward(inputs: List[int]) -> torch.Tensor:
+        ids = torch.tensor([inputs], device=loaded.device)
+        with torch.autocast(loaded.device.type, dtype=torch.bfloat16, enabled=loaded.dtype == DType.bf16):
+            return loaded.model(input_ids=ids).logits[0]
+    return forward
+
+
+def window_nll(logits: torch.Tensor, window: Window) -> torch.Tensor:
+    """Summed negative log-likelihood (float64, on the device) of the window's targets."""
+    scored = logits[len(window.inputs) - len(window.targets):len(window.inputs)]
+    logp = torch.log_softmax(scored.float(), dim=-1)
+    targets = torch.tensor(window.targets, device=logits.device)
+    return -logp.gather(1, targets[:, None]).sum(dtype=torch.float64)
+
+
 @torch.no_grad()
-def _window_nll(loaded: LoadedModel, inputs: list, targets: list) -> float:
-    ids = torch.tensor([inputs], device=loaded.device)
-    with torch.autocast(loaded.device.type, dtype=torch.bfloat16, enabled=loaded.dtype == DType.bf16):
-        logits = loaded.model(input_ids=ids).logits[0]
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    tgt = torch.tensor(targets, device=loaded.device)
-    return -float(logp.gather(1, tgt[:, None]).sum(dtype=torch.float64))
-
-
-def score_text(loaded: LoadedModel, text: str, cfg: EvalConfig) -> Score:
+def score_text(loaded: LoadedModel, text: str, cfg: EvalConfig, forward=None) -> Score:
+    """`forward` maps a window's inputs to its logits (default: eager; the CUDA path passes a captured one)."""
     start = time.perf_counter()
     tokens = loaded.tokenizer(text, add_special_tokens=False).input_ids
     if not tokens:
         raise ValueError("cannot score an empty text")
-    window = min(cfg.window, loaded.context_length)
-    if cfg.protocol == Protocol.first_window:
-        tokens = tokens[:window]
-        n_bytes = len(loaded.tokenizer.decode(tokens).encode("utf-8"))
+    length = min(cfg.window, loaded.context_length)
+    windows = scoring_windows(tokens, prefix_token_id(loaded.tokenizer, cfg.prefix_token), cfg, length)
+    scored = [t for w in windows for t in w.targets]
+    if cfg.protocol == Protocol.first_window and cfg.bytes == ByteCount.scored:
+        n_bytes = len(loaded.tokenizer.decode(scored).encode("utf-8"))
     else:
         n_bytes = len(text.encode("utf-8"))
+    if not scored or n_bytes == 0:
+        raise ValueError("the text has no token to score under this eval config (a one-token text with "
+                         "eval.prefix=false?)")
+    forward = forward or eager_logits(loaded)
     was_training = loaded.model.training
     loaded.model.eval()
-    nll = 0.0
-    for s in range(0, len(tokens), window):
-        targets = tokens[s:s + window]
-        previous = tokens[s - 1] if s > 0 else loaded.prefix_token_id
-        nll += _window_nll(loaded, [previous] + targets[:-1], targets)
+    nll = torch.zeros((), dtype=torch.float64, device=loaded.device)
+    for w in windows:
+        nll += window_nll(forward(w.inputs), w)
     loaded.model.train(was_training)
-    if loaded.device.type == "cuda":
-        torch.cuda.synchronize(loaded.device)
-    return Score(nll, len(tokens), n_bytes, time.perf_counter() - start)
+    total = float(nll)  # one device sync for the whole text
+    return Score(total, len(scored), n_bytes, time.perf_counter() - start)

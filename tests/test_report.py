@@ -1,0 +1,66 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hullft.report import domain_table, main, paired_table
+
+
+def synthetic_records(seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for domain in ("code", "law"):
+        for q in range(6):
+            qid = f"{domain}-{q}"
+            nbytes = int(rng.integers(200, 5000))
+            base = float(rng.uniform(0.5, 1.5)) * nbytes * math.log(2)
+            for selector, gain in (("hullft", 0.95), ("nn", 0.97), ("sift", 0.96)):
+                nll = base * gain * float(rng.uniform(0.97, 1.03))
+                rows.append({"query_id": qid, "domain": domain, "selector": selector, "n": 4, "refresh_interval": 2,
+                             "config_hash": selector, "nll_nats": nll, "nll_nats_base": base,
+                             "query_bytes": nbytes, "query_bytes_base": nbytes,
+                             "bpb": nll / math.log(2) / nbytes, "bpb_base": base / math.log(2) / nbytes,
+                             "t_total": 1.0, "t_select": 0.0, "t_finetune": 1.0, "fwd_bwd": 4})
+    df = pd.DataFrame(rows)
+    df["bpb_pct"] = 100 * df.bpb / df.bpb_base
+    return df
+
+
+def test_byte_weighted_bpb_is_total_nats_over_total_bytes():
+    df = synthetic_records()
+    table = domain_table(df).set_index(["domain", "selector", "n"])
+    for selector in ("hullft", "nn"):
+        rows = df[df.selector == selector]
+        expected = sum(rows.nll_nats) / math.log(2) / sum(rows.query_bytes)
+        base = sum(rows.nll_nats_base) / math.log(2) / sum(rows.query_bytes_base)
+        got = table.loc[("ALL", selector, 4)]
+        assert got.bpb_bw == pytest.approx(expected, rel=1e-12)
+        assert got.bpb_bw_pct == pytest.approx(100 * expected / base, rel=1e-12)
+        assert got.bpb_pct == pytest.approx(rows.bpb_pct.mean(), rel=1e-12)
+        # byte-weighted is not the mean of per-query BPB when documents differ in length
+        assert got.bpb_bw != pytest.approx(rows.bpb.mean(), rel=1e-6)
+
+
+def test_paired_comparison_on_the_same_queries():
+    df = synthetic_records()
+    df = df[~((df.selector == "nn") & (df.query_id == "law-0"))]  # nn missed one query: pairs drop it
+    paired = paired_table(df).set_index(["domain", "a", "b"])
+    a = df[df.selector == "hullft"].set_index("query_id").bpb_pct
+    b = df[df.selector == "nn"].set_index("query_id").bpb_pct
+    diff = (a - b).dropna()
+    row = paired.loc[("ALL", "hullft", "nn")]
+    assert row.queries == len(diff) == 11
+    assert row.diff_pct == pytest.approx(diff.mean())
+    assert row.se == pytest.approx(diff.std(ddof=1) / math.sqrt(len(diff)))
+    assert row.a_wins == pytest.approx((diff < 0).mean())
+    assert paired.loc[("code", "hullft", "sift")].queries == 6
+
+
+def test_report_cli_writes_the_paired_table(tmp_path, capsys):
+    df = synthetic_records()
+    df.to_parquet(tmp_path / "records.parquet")
+    main([str(tmp_path), "--out", str(tmp_path / "out")])
+    assert (tmp_path / "out" / "paired.md").exists()
+    printed = capsys.readouterr().out
+    assert "bpb_bw_pct" in printed and "a_wins" in printed
