@@ -53,7 +53,10 @@ def check_selection_inputs(query: np.ndarray, candidates: np.ndarray, n: int, at
         raise ValueError(f"dimension mismatch: query has d={query.shape[0]}, candidates d={candidates.shape[1]}")
     if len(candidates) < n:
         raise ValueError(f"K={len(candidates)} candidates is fewer than the budget n={n}; raise k or lower budget")
-    if not (np.isfinite(query).all() and np.isfinite(candidates).all()):
+    # one pass over the candidates: a NaN or inf anywhere makes its row's squared norm non-finite
+    squared = np.einsum("ij,ij->i", candidates, candidates)
+    query_squared = float(query @ query)
+    if not (np.isfinite(squared).all() and np.isfinite(query_squared)):
         raise ValueError("query or candidates contain NaN or inf")
-    if abs(np.linalg.norm(query) - 1) > atol or np.abs(np.linalg.norm(candidates, axis=1) - 1).max() > atol:
+    if abs(np.sqrt(query_squared) - 1) > atol or np.abs(np.sqrt(squared) - 1).max() > atol:
         raise ValueError("query and candidates must be L2-normalised (unit rows)")
