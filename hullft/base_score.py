@@ -18,7 +18,8 @@ class BaseScoreCache:
         self.loaded, self.cfg, self.forward = loaded, cfg, forward
         fields = {k: str(v) for k, v in (cfg.items() if hasattr(cfg, "items") else asdict(cfg).items())
                   if k != "name"}
-        key = content_hash(loaded.fingerprint, str(loaded.dtype), fields, SCORING_VERSION)
+        key = content_hash(loaded.fingerprint, str(loaded.dtype), fields, SCORING_VERSION,
+                           type(forward).__name__ if forward is not None else "eager")
         self.path = cache_root() / "base_score" / f"{key}.json"
         try:
             self.values = json.loads(self.path.read_text()) if self.path.exists() else {}

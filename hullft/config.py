@@ -112,6 +112,8 @@ class EngineConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     seed: int = 0
+    cuda_graphs: str = "auto"              # auto (on where CUDA is) | true | false; see hullft/cuda_graphs.py
+    bucket: int = 128                      # captured steps pad each sequence to the next multiple of this
 
 
 class Protocol(Enum):

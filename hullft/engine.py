@@ -1,6 +1,7 @@
 """The shared finetune engine: one optimizer step per multiset element, Gradient Reuse, bit-exact reset.
 
-The engine sees token sequences and their multiplicities, never how they were chosen.
+The engine sees token sequences and their multiplicities, never how they were chosen. How a step runs
+(eager calls, or replayed CUDA graphs on a GPU) is `self.steps`: see train_steps.py and cuda_graphs.py.
 
 Gradient Reuse (refresh interval r): a fresh forward/backward runs on the first of every r consecutive
 steps on the same sequence; the steps in between apply the optimizer again with the gradient that is
@@ -9,15 +10,20 @@ ceil(J / r) passes.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
 
-from hullft.config import DType, EngineConfig, Optimizer, StepOrder
+from hullft.config import EngineConfig, StepOrder
+from hullft.cuda_graphs import CapturedSteps, why_not_captured
 from hullft.models import LoadedModel
+from hullft.train_steps import EagerSteps
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,8 +32,9 @@ class FinetuneResult:
     opt_steps: int       # optimizer steps taken
     diverged: bool       # a non-finite loss or gradient stopped finetuning
     mean_loss: float     # mean training loss over the fresh passes
-    tokens: int          # tokens run through forward/backward
+    tokens: int          # real tokens run through forward/backward (padding not counted)
     seconds: float
+    capture_seconds: float = 0.0  # CUDA-graph capture done before this query's steps (not in `seconds`)
 
 
 def step_plan(counts: Sequence[int], order: StepOrder, picks: Optional[Sequence[int]] = None) -> List[int]:
@@ -54,10 +61,18 @@ def fresh_passes(plan: Sequence[int], refresh_interval: int) -> List[bool]:
     return fresh
 
 
+def graphs_wanted(setting) -> Optional[bool]:
+    """engine.cuda_graphs as True, False or None (auto); YAML and the command line may give a bool."""
+    value = str(setting).lower()
+    if value not in ("auto", "true", "false"):
+        raise ValueError(f"engine.cuda_graphs={setting}: use auto, true or false")
+    return None if value == "auto" else value == "true"
+
+
 class FinetuneEngine:
-    def __init__(self, loaded: LoadedModel, cfg: EngineConfig):
-        if cfg.refresh_interval < 1 or cfg.batch_size < 1:
-            raise ValueError("engine.refresh_interval and engine.batch_size must be >= 1")
+    def __init__(self, loaded: LoadedModel, cfg: EngineConfig, emulate_graphs: bool = False):
+        if cfg.refresh_interval < 1 or cfg.batch_size < 1 or cfg.bucket < 1:
+            raise ValueError("engine.refresh_interval, engine.batch_size and engine.bucket must be >= 1")
         self.cfg = cfg
         self.loaded = loaded
         self.device = loaded.device
@@ -65,6 +80,22 @@ class FinetuneEngine:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.state = list(self.model.parameters()) + list(self.model.buffers())
         self.snapshot = [t.detach().clone() for t in self.state]  # on the device, made once
+        self.steps = self._make_steps(emulate_graphs)
+        self.reset()
+
+    @property
+    def captured(self) -> bool:
+        return isinstance(self.steps, CapturedSteps)
+
+    def _make_steps(self, emulate: bool):
+        args = (self.model, self.params, self.cfg, self.loaded.dtype, self.device)
+        wanted = graphs_wanted(self.cfg.cuda_graphs)
+        why = None if emulate else why_not_captured(self.cfg, self.device)
+        if wanted is False or why:
+            if why and (wanted or self.device.type == "cuda"):
+                log.warning("engine.cuda_graphs=%s: training steps run eagerly: %s", self.cfg.cuda_graphs, why)
+            return EagerSteps(*args)
+        return CapturedSteps(*args, context=self.loaded.context_length, emulate=emulate)
 
     def _with_lora(self, model):
         from peft import LoraConfig, get_peft_model
@@ -74,43 +105,10 @@ class FinetuneEngine:
 
     @torch.no_grad()
     def reset(self) -> None:
-        """Restore every parameter and buffer bit-exactly from the snapshot; drop gradients."""
+        """Restore every parameter and buffer bit-exactly from the snapshot, in place (storage is kept, so
+        captured graphs stay valid); eager steps also drop their gradients."""
         torch._foreach_copy_(self.state, self.snapshot)
-        for p in self.params:
-            p.grad = None
-
-    def _optimizer(self) -> torch.optim.Optimizer:
-        cls = torch.optim.AdamW if self.cfg.optimizer == Optimizer.adamw else torch.optim.Adam
-        # the fused kernel (CPU and CUDA) does the whole update in one pass over the parameters
-        return cls(self.params, lr=self.cfg.lr, eps=self.cfg.eps, weight_decay=self.cfg.weight_decay, fused=True)
-
-    def _batch(self, sequences: List[List[int]]) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
-        """Right-padded ids, attention mask and labels (-100 on padding); one sequence needs neither padding
-        nor a mask (which would also keep attention off its fast causal path)."""
-        if len(sequences) == 1:
-            ids = torch.tensor([sequences[0]], device=self.device)
-            return ids, None, ids
-        longest = max(len(s) for s in sequences)
-        ids = torch.zeros((len(sequences), longest), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, seq in enumerate(sequences):
-            ids[row, :len(seq)] = torch.tensor(seq)
-            mask[row, :len(seq)] = 1
-        labels = ids.masked_fill(mask == 0, -100)
-        return ids.to(self.device), mask.to(self.device), labels.to(self.device)
-
-    def _forward_backward(self, batch) -> Tuple[float, float]:
-        ids, mask, labels = batch
-        for p in self.params:
-            p.grad = None
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.loaded.dtype == DType.bf16):
-            loss = self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        grads = [p.grad for p in self.params if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads)
-        if self.cfg.max_grad_norm is not None and math.isfinite(norm.item()):
-            torch.nn.utils.clip_grads_with_norm_(self.params, self.cfg.max_grad_norm, norm)
-        return float(loss.item()), float(norm.item())
+        self.steps.reset()
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -118,11 +116,13 @@ class FinetuneEngine:
 
     def finetune(self, sequences: Sequence[Sequence[int]], counts: Sequence[int],
                  picks: Optional[Sequence[int]] = None, max_length: Optional[int] = None) -> FinetuneResult:
-        """Train on each sequence counts[k] times (truncated to max_length, never padded to it)."""
+        """Train on each sequence counts[k] times (truncated to max_length, never padded to it; captured steps
+        pad to a length bucket, and count only the real tokens)."""
+        seqs = [list(s)[:max_length] if max_length else list(s) for s in sequences]
+        capture = self.steps.prepare([len(s) for s in seqs])  # one-off, outside the timed steps
         self._sync()
         start = time.perf_counter()
         torch.manual_seed(self.cfg.seed)
-        seqs = [list(s)[:max_length] if max_length else list(s) for s in sequences]
         plan = step_plan(counts, self.cfg.order, picks)
         bs = self.cfg.batch_size
         if bs > 1:
@@ -131,22 +131,21 @@ class FinetuneEngine:
         else:
             steps = [[k] for k in plan]
             fresh = fresh_passes(plan, self.cfg.refresh_interval)
-        optimizer = self._optimizer()
+        self.steps.begin()
         passes, taken, tokens, losses, diverged = 0, 0, 0, [], False
         for elements, is_fresh in zip(steps, fresh):
             if is_fresh:
-                loss, norm = self._forward_backward(self._batch([seqs[k] for k in elements]))
+                loss, norm = self.steps.forward_backward([seqs[k] for k in elements])
                 passes += 1
                 tokens += sum(len(seqs[k]) for k in elements)
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     diverged = True
                     break
                 losses.append(loss)
-            optimizer.step()
+            self.steps.optimizer_step()
             taken += 1
-        for p in self.params:
-            p.grad = None
+        self.steps.end()
         self._sync()
         return FinetuneResult(fwd_bwd=passes, opt_steps=taken, diverged=diverged, tokens=tokens,
                               mean_loss=sum(losses) / len(losses) if losses else float("nan"),
-                              seconds=time.perf_counter() - start)
+                              seconds=time.perf_counter() - start, capture_seconds=capture)

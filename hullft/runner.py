@@ -19,6 +19,7 @@ from hullft.cache import REPO_ROOT, content_hash
 from hullft.data import DataSpace, load_data_space
 from hullft.documents import unit_hash
 from hullft.embedder import Embedder
+from hullft.cuda_graphs import CapturedLogits
 from hullft.engine import FinetuneEngine
 from hullft.index import top_k
 from hullft.loggers import make_logger
@@ -74,7 +75,7 @@ def selector_name(selector) -> str:
     return getattr(selector, "name", type(selector).__name__.lower())
 
 
-def run_query(query, cfg, space, loaded, embedder, selector, engine, base) -> Dict:
+def run_query(query, cfg, space, loaded, embedder, selector, engine, base, forward=None) -> Dict:
     t0 = time.perf_counter()
     q = embed_query(query.text, loaded, embedder, cfg.data.max_length)
     _, rows = top_k(space.index, q, cfg.k)
@@ -84,7 +85,7 @@ def run_query(query, cfg, space, loaded, embedder, selector, engine, base) -> Di
     chosen = rows[multiset.indices]
     result = engine.finetune([space.pool.tokens[r] for r in chosen], multiset.counts.tolist(),
                              None if multiset.picks is None else multiset.picks.tolist(), cfg.data.max_length)
-    score = score_text(loaded, query.text, cfg.eval)
+    score = score_text(loaded, query.text, cfg.eval, forward)
     engine.reset()
     base_score = base.get(query.text)
     t_eval = score.seconds
@@ -95,12 +96,23 @@ def run_query(query, cfg, space, loaded, embedder, selector, engine, base) -> Di
         "bpb_base": base_score.bpb, "bpb": score.bpb, "bpb_pct": 100.0 * score.bpb / base_score.bpb,
         "nll_nats": score.nll_nats, "nll_nats_base": base_score.nll_nats,
         "t_retrieve": t_retrieve, "t_select": t_select, "t_finetune": result.seconds, "t_eval": t_eval,
-        "t_total": t_retrieve + t_select + result.seconds + t_eval, "diverged": result.diverged,
+        "t_total": t_retrieve + t_select + result.seconds + t_eval, "t_capture": result.capture_seconds,
+        "captured": engine.captured, "diverged": result.diverged,
         "train_loss": result.mean_loss, "train_tokens": result.tokens,
         "query_bytes": score.bytes, "query_bytes_base": base_score.bytes, "query_tokens": score.tokens,
         "same_domain": float(np.mean(space.pool.domain.values[chosen].repeat(multiset.counts) == query.domain)),
         "diagnostics": str(multiset.diagnostics),
     }
+
+
+def scoring_forward(engine: FinetuneEngine, cfg: DictConfig):
+    """Captured scoring windows where the training steps are captured; None (eager) elsewhere."""
+    if not engine.captured:
+        return None
+    forward = CapturedLogits(engine.model, engine.loaded.dtype, engine.device, cfg.engine.bucket,
+                             engine.loaded.context_length, emulate=engine.steps.emulate)
+    forward.prepare(cfg.eval.window)
+    return forward
 
 
 def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "") -> pd.DataFrame:
@@ -119,15 +131,20 @@ def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "") -> 
     todo = queries[~queries.doc_id.isin(store.done)]
     log.info("%d queries (%d already done) in %s", len(queries), len(queries) - len(todo), out_dir)
     engine = FinetuneEngine(loaded, cfg.engine)
-    base = BaseScoreCache(loaded, cfg.eval)
+    forward = scoring_forward(engine, cfg)
+    base = BaseScoreCache(loaded, cfg.eval, forward)
     logger = make_logger(cfg.logger, plain, out_dir, group, name or out_dir.name)
     constant = {"model": loaded.name, "config_hash": chash, "git_sha": git_sha(), "device": str(loaded.device),
                 "shard": int(cfg.shard), "num_shards": int(cfg.num_shards)}
     for query in tqdm(list(todo.itertuples()), desc=f"TTFT {selector_name(selector)} n={cfg.budget}",
                       unit="query", file=sys.stderr):
-        record = {**run_query(query, cfg, space, loaded, embedder, selector, engine, base), **constant}
+        record = {**run_query(query, cfg, space, loaded, embedder, selector, engine, base, forward), **constant}
         store.append(record)
         logger.log_query(record)
+    if engine.captured:
+        log.info("CUDA-graph capture in this job: %.2f s for training steps, %.2f s for scoring windows "
+                 "(outside every query's t_finetune and t_eval)", engine.steps.capture_seconds,
+                 forward.capture_seconds)
     store.write_parquet()  # also when nothing was left to do, e.g. after a kill between the two writes
     records = store.frame()
     logger.finish(records, out_dir)
