@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 import faiss  # activeft imports faiss at import time
+from hullft.models import resolve_device
 from hullft.multiset import Multiset, check_selection_inputs
 
 
@@ -35,11 +36,12 @@ def _quiet_activeft():
 class SIFT:
     name = "sift"
 
-    def __init__(self, llambda: float = 0.2, also_query_opposite: bool = False):
+    def __init__(self, llambda: float = 0.2, also_query_opposite: bool = False, device: str = "auto"):
         if llambda <= 0:
             raise ValueError(f"sift llambda must be > 0, got {llambda}")
         self.llambda = llambda
         self.also_query_opposite = also_query_opposite
+        self.device = resolve_device(device)  # auto: CUDA where present (activeft computes with torch)
 
     def select(self, query: np.ndarray, candidates: np.ndarray, n: int) -> Multiset:
         check_selection_inputs(query, candidates, n)
@@ -52,7 +54,7 @@ class SIFT:
         vtl = VTL(target=torch.Tensor(), num_workers=1, subsample=False, force_nonsequential=False,
                   noise_std=float(np.sqrt(self.llambda)), mini_batch_size=max(1000, 2 * max(K, n) + 2))
         retriever = Retriever(index, acquisition_function=vtl, also_query_opposite=self.also_query_opposite,
-                              device=torch.device("cpu"))
+                              device=self.device)
         with _quiet_activeft():
             values, picks, _, _ = retriever.search(np.ascontiguousarray(query[None, :], dtype=np.float32),
                                                    N=n, K=K, threads=1)

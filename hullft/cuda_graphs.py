@@ -102,6 +102,9 @@ class CapturedSteps:
 
     def prepare(self, lengths: Sequence[int]) -> float:
         """Capture the forward/backward graph of every bucket these lengths need and that is not captured yet."""
+        if any(p.grad is not g for p, g in zip(self.params, self.grads)):
+            raise RuntimeError("the captured engine's gradient tensors were replaced (a second engine on the same "
+                               "model?); use one engine per model")
         start = time.perf_counter()
         for length in sorted({bucket_length(n, self.cfg.bucket, self.context) for n in lengths}):
             if length in self.graphs:

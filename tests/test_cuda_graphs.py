@@ -160,3 +160,11 @@ def test_micro_batches_run_eagerly_with_a_notice(caplog):
     with caplog.at_level(logging.WARNING):
         eng = FinetuneEngine(tiny_model("cuda"), engine_cfg("batch_size=2"))
     assert not eng.captured and "engine.batch_size=2" in caplog.text
+
+
+def test_the_cuda_benchmark_runs_its_code_path_on_a_cpu():
+    from benchmarks import bench_engine_cuda
+
+    df = bench_engine_cuda.main(["--device", "cpu", "--emulate", "--models", "tiny", "--tokens", "40",
+                                 "--steps", "1", "--dtype", "fp32"])
+    assert len(df) == 1 and (df[["eager_ms", "captured_ms", "floor_ms"]] > 0).all(axis=None)
