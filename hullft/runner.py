@@ -20,7 +20,7 @@ from hullft.data import DataSpace, load_data_space
 from hullft.documents import unit_hash
 from hullft.embedder import Embedder
 from hullft.cuda_graphs import CapturedLogits
-from hullft.engine import FinetuneEngine
+from hullft.engine import FinetuneEngine, graphs_wanted
 from hullft.index import top_k
 from hullft.loggers import make_logger
 from hullft.models import LoadedModel, load_model
@@ -118,6 +118,7 @@ def scoring_forward(engine: FinetuneEngine, cfg: DictConfig):
 def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "") -> pd.DataFrame:
     check_budget(cfg)
     check_eval_config(cfg.eval)
+    graphs_wanted(cfg.engine.cuda_graphs)  # a bad value fails here, before anything heavy
     selector = instantiate(cfg.selector)
     loaded = load_model(cfg.model)
     embedder = Embedder(cfg.embedder)
