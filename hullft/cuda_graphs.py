@@ -21,7 +21,6 @@ padding, state handling and step order, checkable against eager without a GPU.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -136,7 +135,7 @@ class CapturedSteps:
         static_ids.copy_(ids, non_blocking=True)
         static_labels.copy_(labels, non_blocking=True)
         loss, norm = self.graphs[length].replay().tolist()
-        return loss, (norm if math.isfinite(loss) else float("nan"))
+        return loss, norm
 
     def optimizer_step(self) -> None:
         self.step_graph.replay()
