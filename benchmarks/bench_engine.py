@@ -21,26 +21,22 @@ import torch
 
 from hullft.compose import compose_config
 from hullft.engine import FinetuneEngine
-from hullft.models import load_model
+from hullft.models import load_model, synchronize
 
 
-def bare_steps(model, ids, steps: int) -> float:
+def bare_steps(model, ids, steps: int, bf16: bool = False) -> float:
     """The plain loop every TTFT implementation starts from; seconds per step."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=5e-5, eps=1e-8)
-    _sync(ids.device)
+    synchronize(ids.device)
     start = time.perf_counter()
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
-        model(input_ids=ids, labels=ids).loss.backward()
+        with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+            model(input_ids=ids, labels=ids).loss.backward()
         opt.step()
-    _sync(ids.device)
+    synchronize(ids.device)
     return (time.perf_counter() - start) / steps
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def matmul_gflops(size: int = 2048, reps: int = 5) -> float:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
 
 import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
+from benchmarks.bench_engine import bare_steps
 from hullft.compose import compose_config
 from hullft.config import DType
 from hullft.engine import FinetuneEngine
@@ -48,25 +48,6 @@ def random_model(shape: str, device: torch.device, dtype: str) -> LoadedModel:
                        context_length=int(context), fingerprint=f"random-{shape}")
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def bare_step(loaded: LoadedModel, ids: torch.Tensor, steps: int) -> float:
-    model = loaded.model
-    opt = torch.optim.Adam(model.parameters(), lr=5e-5, eps=1e-8)
-    sync(loaded.device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(loaded.device.type, dtype=torch.bfloat16, enabled=loaded.dtype == DType.bf16):
-            model(input_ids=ids, labels=ids).loss.backward()
-        opt.step()
-    sync(loaded.device)
-    return (time.perf_counter() - start) / steps
-
-
 def floor_step(engine: FinetuneEngine, length: int, reps: int) -> float:
     """Device time of one captured step: the forward/backward and optimizer graphs replayed back to back."""
     graph, step_graph = engine.steps.graphs[length], engine.steps.step_graph
@@ -91,8 +72,9 @@ def measure(shape: str, tokens: int, steps: int, dtype: str, device: torch.devic
     g = torch.Generator().manual_seed(tokens)
     seq = torch.randint(0, loaded.model.config.vocab_size, (tokens,), generator=g).tolist()
     ids = torch.tensor([seq], device=device)
-    bare_step(loaded, ids, 2)  # warm-up
-    bare = bare_step(loaded, ids, steps)
+    bf16 = loaded.dtype == DType.bf16
+    bare_steps(loaded.model, ids, 2, bf16)  # warm-up
+    bare = bare_steps(loaded.model, ids, steps, bf16)
     for p in loaded.model.parameters():
         p.grad = None
     eager = FinetuneEngine(loaded, compose_config(["engine.cuda_graphs=false", "engine.refresh_interval=1"]).engine)

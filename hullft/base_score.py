@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 from hullft.cache import bytes_hash, cache_root, content_hash, write_json_atomic
 from hullft.config import EvalConfig
@@ -16,8 +15,7 @@ SCORING_VERSION = 2
 class BaseScoreCache:
     def __init__(self, loaded: LoadedModel, cfg: EvalConfig, forward=None):
         self.loaded, self.cfg, self.forward = loaded, cfg, forward
-        fields = {k: str(v) for k, v in (cfg.items() if hasattr(cfg, "items") else asdict(cfg).items())
-                  if k != "name"}
+        fields = {k: str(v) for k, v in cfg.items() if k != "name"}
         key = content_hash(loaded.fingerprint, str(loaded.dtype), fields, SCORING_VERSION,
                            type(forward).__name__ if forward is not None else "eager")
         self.path = cache_root() / "base_score" / f"{key}.json"

@@ -27,6 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from hullft.config import DType, EngineConfig
+from hullft.models import synchronize
 from hullft.train_steps import (bucket_length, loss_and_gradients, make_optimizer, padded,
                                 zero_optimizer_state)
 
@@ -95,29 +96,29 @@ class CapturedSteps:
         def body() -> torch.Tensor:
             torch._foreach_zero_(self.grads)
             loss, norm = loss_and_gradients(self.model, ids, None, labels, self.params, self.dtype,
-                                            self.cfg.max_grad_norm)
+                                            self.cfg.max_grad_norm, capturing=True)
             return torch.stack([loss.float(), norm.float()])
         return body
 
+    def _check_gradients(self, hint: str) -> None:
+        """The graphs read and write the gradient tensors made in __init__: they must still be the ones in .grad."""
+        if any(p.grad is not g for p, g in zip(self.params, self.grads)):
+            raise RuntimeError(f"the captured engine's gradient tensors were replaced ({hint})")
+
     def prepare(self, lengths: Sequence[int]) -> float:
         """Capture the forward/backward graph of every bucket these lengths need and that is not captured yet."""
-        if any(p.grad is not g for p, g in zip(self.params, self.grads)):
-            raise RuntimeError("the captured engine's gradient tensors were replaced (a second engine on the same "
-                               "model?); use one engine per model")
+        self._check_gradients("a second engine on the same model? use one engine per model")
         start = time.perf_counter()
         for length in sorted({bucket_length(n, self.cfg.bucket, self.context) for n in lengths}):
             if length in self.graphs:
                 continue
             ids = torch.zeros((1, length), dtype=torch.long, device=self.device)
             labels = torch.zeros_like(ids)  # real labels during warm-up keep the loss finite
-            pointers = [g.data_ptr() for g in self.grads]
             self.graphs[length] = _Recorded(self._forward_backward_fn(ids, labels), self.device, self.emulate,
                                             self.pool)
-            if [p.grad.data_ptr() for p in self.params] != pointers:
-                raise RuntimeError("gradients were reallocated during capture; run with engine.cuda_graphs=false")
+            self._check_gradients("backward reallocated them during capture; run with engine.cuda_graphs=false")
             self.buffers[length] = (ids, labels)
-        if not self.emulate:
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
         seconds = time.perf_counter() - start
         if seconds > 0.05:
             log.info("captured training steps for buckets %s in %.2f s", sorted(self.graphs), seconds)
@@ -181,8 +182,7 @@ class CapturedLogits:
         for length in sorted({bucket_length(n, self.bucket, self.context) for n in range(1, top + 1)}):
             if length not in self.graphs:
                 self.graphs[length] = self._capture(length)
-        if not self.emulate:
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
         log.info("captured scoring windows %s in %.2f s", sorted(self.graphs), self.capture_seconds - before)
         return self.capture_seconds - before
 

@@ -20,7 +20,7 @@ import torch
 
 from hullft.config import EngineConfig, StepOrder
 from hullft.cuda_graphs import CapturedSteps, why_not_captured
-from hullft.models import LoadedModel
+from hullft.models import LoadedModel, synchronize
 from hullft.train_steps import EagerSteps
 
 log = logging.getLogger(__name__)
@@ -110,17 +110,13 @@ class FinetuneEngine:
         torch._foreach_copy_(self.state, self.snapshot)
         self.steps.reset()
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def finetune(self, sequences: Sequence[Sequence[int]], counts: Sequence[int],
                  picks: Optional[Sequence[int]] = None, max_length: Optional[int] = None) -> FinetuneResult:
         """Train on each sequence counts[k] times (truncated to max_length, never padded to it; captured steps
         pad to a length bucket, and count only the real tokens)."""
         seqs = [list(s)[:max_length] if max_length else list(s) for s in sequences]
         capture = self.steps.prepare([len(s) for s in seqs])  # one-off, outside the timed steps
-        self._sync()
+        synchronize(self.device)
         start = time.perf_counter()
         torch.manual_seed(self.cfg.seed)
         plan = step_plan(counts, self.cfg.order, picks)
@@ -145,7 +141,7 @@ class FinetuneEngine:
             self.steps.optimizer_step()
             taken += 1
         self.steps.end()
-        self._sync()
+        synchronize(self.device)
         return FinetuneResult(fwd_bwd=passes, opt_steps=taken, diverged=diverged, tokens=tokens,
                               mean_loss=sum(losses) / len(losses) if losses else float("nan"),
                               seconds=time.perf_counter() - start, capture_seconds=capture)

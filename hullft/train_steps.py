@@ -31,11 +31,13 @@ def zero_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
         torch._foreach_zero_(tensors)
 
 
-def loss_and_gradients(model, ids, mask, labels, params, dtype: DType,
-                       max_grad_norm: Optional[float]) -> Tuple[torch.Tensor, torch.Tensor]:
+def loss_and_gradients(model, ids, mask, labels, params, dtype: DType, max_grad_norm: Optional[float],
+                       capturing: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """Forward and backward (gradients accumulate into .grad), then the gradient norm and clipping.
-    Clipping is applied whatever the norm: a non-finite norm stops the step loop before the update."""
-    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=dtype == DType.bf16, cache_enabled=False):
+    Clipping is applied whatever the norm: a non-finite norm stops the step loop before the update.
+    Under graph capture autocast must not cache its weight casts (they would be stale on replay)."""
+    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=dtype == DType.bf16,
+                        cache_enabled=not capturing):
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
     loss.backward()
     grads = [p.grad for p in params if p.grad is not None]
