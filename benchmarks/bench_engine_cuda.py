@@ -8,6 +8,8 @@ weights, and nothing is fetched). Per model and length, CUDA-synchronised second
 - the engine eager (engine.cuda_graphs=false) and the engine captured (true),
 - the launch-free floor: CUDA events around back-to-back replays of the step's two graphs,
 plus the capture cost of the bucket and Gradient Reuse's speedup (r=2 against r=1) under capture.
+`--compile` adds the alternative: the bare loop over `torch.compile(model, mode="reduce-overhead")` (fused
+kernels in CUDA graphs), its compile seconds and its step, for the first model and length only.
 Targets: captured <= 1.3 x floor at 1024 tokens; eager engine / captured >= 6 (SmolLM2, 256 and 1024)
 and >= 4 (GPT-2 at 1024). `--device cpu --emulate` runs the same code on a CPU (a smoke test, no figures).
 """
@@ -106,6 +108,19 @@ def measure(shape: str, tokens: int, steps: int, dtype: str, device: torch.devic
             "reuse_of_ideal": no_reuse / with_reuse / ideal}
 
 
+def measure_compile(shape: str, tokens: int, steps: int, dtype: str, device: torch.device) -> dict:
+    """torch.compile's reduce-overhead mode on the bare loop: compile (first calls) and steady step seconds."""
+    loaded = random_model(shape, device, dtype)
+    ids = torch.randint(0, loaded.model.config.vocab_size, (1, tokens), device=device,
+                        generator=torch.Generator(device).manual_seed(tokens))
+    compiled = torch.compile(loaded.model, mode="reduce-overhead")
+    start = time.perf_counter()
+    bare_steps(compiled, ids, 3, loaded.dtype == DType.bf16)  # compiles forward and backward, records graphs
+    compile_s = time.perf_counter() - start
+    step = bare_steps(compiled, ids, steps, loaded.dtype == DType.bf16)
+    return {"model": shape, "tokens": tokens, "compile_s": compile_s, "compiled_ms": step * 1e3}
+
+
 def main(argv=None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, nargs="+", default=[256, 1024])
@@ -114,6 +129,7 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--emulate", action="store_true", help="CPU smoke test of this script: graphs emulated")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile (reduce-overhead), one shape")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -125,6 +141,12 @@ def main(argv=None) -> pd.DataFrame:
     print(df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print("targets: captured/floor <= 1.3 at 1024 tokens; eager/captured >= 6 (smollm2-135m), >= 4 (gpt2-124m "
           "at 1024); capture per job <= 30 s; reuse_of_ideal >= 0.9")
+    if args.compile:
+        first = df.iloc[0]
+        row = measure_compile(first["model"], int(first["tokens"]), args.steps, args.dtype, device)
+        print(f"torch.compile(reduce-overhead), {row['model']} at {row['tokens']} tokens: compiled in "
+              f"{row['compile_s']:.1f} s, {row['compiled_ms']:.2f} ms per step; manual capture "
+              f"{first['captured_ms']:.2f} ms per step, captured in {first['capture_s']:.2f} s")
     return df
 
 
