@@ -44,3 +44,46 @@ def atomic_path(final: Path):
 def write_json_atomic(path: Path, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()[:32]
+
+
+def source_digest(path: Path) -> str:
+    """The content digest of a user's file (a corpus), hashed once per version of the file: the digest is
+    remembered under its path, size, inode and modification time, so an edit in place is always seen."""
+    st = Path(path).stat()
+    memo = cache_root() / "digests" / content_hash(str(Path(path).resolve()), st.st_size, st.st_ino, st.st_mtime_ns)
+    if memo.exists():
+        return memo.read_text().strip()
+    digest = file_digest(path)
+    with atomic_path(memo) as tmp:
+        tmp.write_text(digest)
+    return digest
+
+
+def checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def write_checksum(path: Path, digest: str) -> None:
+    with atomic_path(checksum_path(path)) as tmp:
+        tmp.write_text(digest)
+
+
+def verified_digest(path: Path) -> str:
+    """The file's digest, checked against the one stored beside it when it was written. A file from before
+    checksums were stored adopts its current digest."""
+    digest = file_digest(path)
+    stored = checksum_path(path)
+    if not stored.exists():
+        write_checksum(path, digest)
+    elif stored.read_text().strip() != digest:
+        raise ValueError(f"checksum mismatch: {path.name} changed since it was written")
+    return digest

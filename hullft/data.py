@@ -1,7 +1,9 @@
 """The data space: documents -> token-bounded pool sequences -> embeddings -> faiss index, each cached on disk.
 
-Every stage is keyed by a hash of all it depends on and written atomically, so a second run loads in
-seconds and a changed recipe, tokenizer or embedder rebuilds only what changed.
+Every stage is keyed by a hash of all it depends on and written atomically with a checksum beside it, so a
+second run loads in seconds, a changed recipe, corpus, tokenizer or embedder rebuilds only what changed, and
+a damaged cache file is rebuilt rather than trusted. The data space's `key` is a hash of the four files'
+contents: results are identified by it (hullft/records.py).
 
 CLI:  python -m hullft.data build|stats [hydra overrides, e.g. data=jsonl data.path=pile.jsonl]
 """
@@ -16,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 import faiss
-from hullft.cache import atomic_path, cache_root, content_hash
+from hullft.cache import atomic_path, cache_root, content_hash, file_digest, source_digest, verified_digest, \
+    write_checksum
 from hullft.config import CorpusKind, DataConfig
 from hullft.corpus import DOMAINS
 from hullft.documents import unit_hash, build_documents
@@ -46,10 +49,11 @@ class DataSpace:
 
 
 def corpus_fingerprint(cfg: DataConfig) -> list:
-    """What the documents depend on besides the recipe: the source files' names, sizes and mtimes."""
+    """What the documents depend on besides the recipe: a user's corpus file by content; the offline mix's
+    system files by name, size and mtime (they change only with their Debian packages)."""
     if cfg.kind == CorpusKind.jsonl:
         p = Path(cfg.path)
-        return [str(p), *(lambda s: (s.st_size, s.st_mtime_ns))(p.stat())] if p.is_file() else [str(p)]
+        return [str(p), source_digest(p)] if p.is_file() else [str(p)]
     names = cfg.domains or sorted(DOMAINS)
     out = []
     for name in names:
@@ -61,16 +65,20 @@ def corpus_fingerprint(cfg: DataConfig) -> list:
 
 
 def _cached(path: Path, build: Callable, save: Callable, load: Callable):
-    """Load path if it is intact; otherwise build, save atomically, and return the built value."""
+    """(value, content digest): path loaded if intact (its checksum and shape checks pass); otherwise built,
+    saved atomically with its checksum, and returned."""
     if path.exists():
         try:
-            return load(path)
-        except Exception as e:  # truncated or corrupt file: say so and rebuild
-            print(f"cache file {path} is unreadable ({type(e).__name__}); rebuilding it", file=sys.stderr)
+            digest = verified_digest(path)
+            return load(path), digest
+        except Exception as e:  # truncated, corrupt or tampered: say so and rebuild
+            print(f"cache file {path} is damaged ({str(e).splitlines()[0]}); rebuilding it", file=sys.stderr)
     value = build()
     with atomic_path(path) as tmp:
         save(value, tmp)
-    return value
+        digest = file_digest(tmp)
+    write_checksum(path, digest)
+    return value, digest
 
 
 def _save_parquet(df: pd.DataFrame, path: Path) -> None:
@@ -106,23 +114,25 @@ def load_data_space(cfg: DataConfig, tokenizer, tokenizer_fingerprint: str, embe
     doc_fields = ["kind", "path", "domains", "max_doc_chars", "query_fraction", "max_docs_per_domain",
                   "max_docs_per_source", "seed"]
     docs_key = content_hash({k: recipe[k] for k in doc_fields}, corpus_fingerprint(cfg))
-    docs = _cached(root / f"documents-{docs_key}.parquet", lambda: build_documents(cfg), _save_parquet,
-                   pd.read_parquet)
+    docs, docs_digest = _cached(root / f"documents-{docs_key}.parquet", lambda: build_documents(cfg),
+                                _save_parquet, pd.read_parquet)
 
     seq_key = content_hash(docs_key, tokenizer_fingerprint, cfg.max_length, cfg.min_length, cfg.max_pool_per_domain)
-    pool = _cached(root / f"sequences-{seq_key}.parquet", lambda: chunk_documents(docs, tokenizer, cfg),
-                   _save_parquet, pd.read_parquet)
+    pool, seq_digest = _cached(root / f"sequences-{seq_key}.parquet", lambda: chunk_documents(docs, tokenizer, cfg),
+                               _save_parquet, pd.read_parquet)
     pool["tokens"] = pool.tokens.map(list)
 
     emb_key = content_hash(seq_key, embedder.fingerprint)
-    embeddings = _cached(root / f"embeddings-{emb_key}.npy", lambda: embedder.embed(list(pool.text), progress=True),
-                         _save_npy, lambda p: _check_rows(np.load(p), len(pool), embedder.dim))
+    embeddings, emb_digest = _cached(root / f"embeddings-{emb_key}.npy",
+                                     lambda: embedder.embed(list(pool.text), progress=True), _save_npy,
+                                     lambda p: _check_rows(np.load(p), len(pool), embedder.dim))
 
     index_key = content_hash(emb_key, str(cfg.index), cfg.ivf_nlist, cfg.hnsw_m)
-    index = _cached(root / f"index-{index_key}.faiss", lambda: build_index(embeddings, cfg),
-                    lambda idx, p: faiss.write_index(idx, str(p)),
-                    lambda p: _check_index(faiss.read_index(str(p)), len(pool)))
-    return DataSpace(docs, pool, embeddings, prepare_for_search(index, cfg), index_key)
+    index, index_digest = _cached(root / f"index-{index_key}.faiss", lambda: build_index(embeddings, cfg),
+                                  lambda idx, p: faiss.write_index(idx, str(p)),
+                                  lambda p: _check_index(faiss.read_index(str(p)), len(pool)))
+    key = content_hash(docs_digest, seq_digest, emb_digest, index_digest)
+    return DataSpace(docs, pool, embeddings, prepare_for_search(index, cfg), key)
 
 
 def _check_rows(arr: np.ndarray, rows: int, dim: int) -> np.ndarray:
@@ -138,21 +148,19 @@ def _check_index(index: faiss.Index, rows: int) -> faiss.Index:
 
 
 def main(argv: list[str]) -> None:
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     from hullft.compose import compose_config
     from hullft.embedder import Embedder
-    from hullft.models import ModelNotAvailable, load_model
+    from hullft.errors import one_line_errors
+    from hullft.models import load_model
+    from hullft.validate import check_config
 
     if not argv or argv[0] not in ("build", "stats"):
         sys.exit("usage: python -m hullft.data build|stats [hydra overrides]")
-    try:
+    with one_line_errors():
         cfg = compose_config(argv[1:])
+        check_config(cfg)
         model = load_model(cfg.model)
         space = load_data_space(cfg.data, model.tokenizer, model.fingerprint, Embedder(cfg.embedder))
-    except (HydraException, OmegaConfBaseException, ValueError, FileNotFoundError, ModelNotAvailable) as e:
-        sys.exit(f"error: {str(e).splitlines()[0]}")
     if argv[0] == "stats":
         with pd.option_context("display.width", 200):
             print(space.stats().to_string())

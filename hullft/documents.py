@@ -13,6 +13,7 @@ import pandas as pd
 
 from hullft.config import CorpusKind, DataConfig
 from hullft.corpus import DOMAINS
+from hullft.errors import UserError
 from hullft.jsonl import read_pile_jsonl
 
 
@@ -69,23 +70,29 @@ def corpus_sources(cfg: DataConfig) -> Iterable[Tuple[str, str, str]]:
     if cfg.kind == CorpusKind.jsonl:
         if not cfg.path:
             raise ValueError("data=jsonl needs data.path=/path/to/corpus.jsonl[.zst]")
-        rows = read_pile_jsonl(cfg.path)
-        return (r for r in rows if not cfg.domains or r[0] in cfg.domains)
+        return read_pile_jsonl(cfg.path)
     return _offline_sources(cfg)
 
 
 def build_documents(cfg: DataConfig) -> pd.DataFrame:
     """Columns: domain, source, doc_id, text, split ('pool' or 'query')."""
-    rows, seen = [], set()
+    rows, seen, found = [], set(), set()
     for domain, source, text in corpus_sources(cfg):
+        found.add(domain)
+        if cfg.domains and domain not in cfg.domains:
+            continue
         for i, piece in enumerate(cut_document(text, cfg.max_doc_chars)[:cfg.max_docs_per_source]):
             digest = hashlib.sha256(piece.encode()).digest()
             if digest in seen:
                 continue
             seen.add(digest)
             rows.append((domain, source, f"{source}#{i}", piece))
+    missing = sorted(set(cfg.domains) - found)
+    if missing:
+        raise UserError(f"data.domains names {missing}, which the corpus does not hold (it has {sorted(found)}); "
+                        f"drop them or fix their spelling")
     if not rows:
-        raise ValueError(f"the corpus '{cfg.name}' is empty: no document with text was found")
+        raise UserError(f"the corpus '{cfg.name}' is empty: no document with text was found")
     docs = pd.DataFrame(rows, columns=["domain", "source", "doc_id", "text"])
     docs["order"] = [unit_hash(cfg.seed, "doc", d) for d in docs.doc_id]
     docs = docs.sort_values(["domain", "order"]).groupby("domain", group_keys=False).head(cfg.max_docs_per_domain)

@@ -6,24 +6,63 @@ import json
 from pathlib import Path
 from typing import Iterator, Tuple
 
+from hullft.errors import UserError
+from hullft.validate import corpus_path_problems
+
 DEFAULT_DOMAIN = "default"
+
+
+class _ZstFrames(io.RawIOBase):
+    """The decompressed bytes of a .zst file, frame after frame. Unlike zstandard's stream_reader, a file
+    that ends inside a frame (a cut-short download) is an error, not a silently shorter corpus."""
+
+    def __init__(self, path: Path, chunk: int = 1 << 20):
+        import zstandard
+
+        self.path, self.chunk, self.file = path, chunk, open(path, "rb")
+        self.new_frame = zstandard.ZstdDecompressor().decompressobj
+        self.frame, self.started, self.pending = self.new_frame(), False, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self.pending:
+            data = self.file.read(self.chunk)
+            if not data:
+                if self.started and not self.frame.eof:
+                    raise UserError(f"data.path={self.path} ends in the middle of a zstd frame (cut short?); "
+                                     f"download or compress it again")
+                return 0
+            while data:
+                if self.frame.eof:
+                    self.frame, self.started = self.new_frame(), False
+                self.started = True
+                self.pending += self.frame.decompress(data)
+                data = self.frame.unused_data if self.frame.eof else b""
+        n = min(len(buffer), len(self.pending))
+        buffer[:n], self.pending = self.pending[:n], self.pending[n:]
+        return n
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
 
 
 def _open_text(path: Path) -> io.TextIOBase:
     if path.name.endswith(".zst"):
-        import zstandard
-
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")), encoding="utf-8")
+        return io.TextIOWrapper(io.BufferedReader(_ZstFrames(path)), encoding="utf-8")
     return open(path, encoding="utf-8")
 
 
 def read_pile_jsonl(path: str | Path) -> Iterator[Tuple[str, str, str]]:
     """Yield (domain, source_id, text) per line; a malformed line raises a one-line ValueError."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data.path={path} does not exist: point it at a .jsonl or .jsonl.zst file")
+    problems = corpus_path_problems(str(path))
+    if problems:
+        raise UserError(problems[0])
     with _open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
+        for lineno, line in _numbered_lines(f, path):
             if not line.strip():
                 continue
             try:
@@ -35,3 +74,17 @@ def read_pile_jsonl(path: str | Path) -> Iterator[Tuple[str, str, str]]:
             meta = row.get("meta") or {}
             domain = meta.get("pile_set_name", DEFAULT_DOMAIN) if isinstance(meta, dict) else DEFAULT_DOMAIN
             yield str(domain), f"{path.name}:{lineno}", row["text"]
+
+
+def _numbered_lines(f, path: Path) -> Iterator[Tuple[int, str]]:
+    lineno = 0
+    try:
+        for lineno, line in enumerate(f, 1):
+            yield lineno, line
+    except UnicodeDecodeError:
+        raise UserError(f"data.path={path}: line {lineno + 1} is not UTF-8 text; is it a binary file? "
+                        f"give a .jsonl or .jsonl.zst file") from None
+    except Exception as e:
+        if type(e).__name__ == "ZstdError":
+            raise UserError(f"data.path={path} is not a valid zstd file ({e}); compress it again") from None
+        raise

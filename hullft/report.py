@@ -14,7 +14,6 @@ Writes
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -24,6 +23,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from pyarrow import ArrowException  # noqa: E402
+
+from hullft.errors import UserError, one_line_errors  # noqa: E402
 
 
 def load_records(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -32,9 +34,17 @@ def load_records(paths: Iterable[str | Path]) -> pd.DataFrame:
         files += [p] if p.is_file() else sorted(p.rglob("records.parquet"))
     if not files:
         raise FileNotFoundError(f"no records.parquet under {[str(p) for p in paths]}; run `python run.py` first")
-    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    df = pd.concat([_read_records(f) for f in files], ignore_index=True)
     # the same query of the same config measured twice (a rerun copied elsewhere): keep one
     return df.drop_duplicates(["config_hash", "query_id"], keep="last").reset_index(drop=True)
+
+
+def _read_records(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except (ArrowException, OSError, ValueError) as e:
+        raise UserError(f"{path} is not a readable records file ({str(e).splitlines()[0][:120]}); delete it, or "
+                        f"rerun its job, which rewrites it from records.jsonl") from None
 
 
 def _se(x: pd.Series) -> float:
@@ -142,11 +152,9 @@ def main(argv=None) -> None:
     ap.add_argument("paths", nargs="+", help="run/multirun directories or records.parquet files")
     ap.add_argument("--out", default="results/report", help="where to write the tables and plot")
     args = ap.parse_args(argv)
-    try:
+    with one_line_errors():
         records = load_records(args.paths)
-    except FileNotFoundError as e:
-        sys.exit(f"error: {e}")
-    write_report(records, Path(args.out))
+        write_report(records, Path(args.out))
     overall = domain_table(records).query("domain == 'ALL'").drop(columns="domain")
     print(overall.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     paired = paired_table(records).query("domain == 'ALL'").drop(columns="domain")

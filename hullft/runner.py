@@ -6,10 +6,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict
+from contextlib import contextmanager
+from typing import Dict, Sequence
 
 import numpy as np
 import pandas as pd
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -20,13 +22,15 @@ from hullft.data import DataSpace, load_data_space
 from hullft.documents import unit_hash
 from hullft.embedder import Embedder
 from hullft.cuda_graphs import CapturedLogits
-from hullft.engine import FinetuneEngine, graphs_wanted
+from hullft.engine import FinetuneEngine
+from hullft.errors import UserError
 from hullft.index import top_k
 from hullft.loggers import make_logger
 from hullft.models import LoadedModel, load_model
 from hullft.records import RecordStore
 from hullft.selection_timing import timed_select
-from hullft.scoring import check_eval_config, score_text
+from hullft.scoring import score_text
+from hullft.validate import check_config, check_writable
 
 log = logging.getLogger(__name__)
 NOT_HASHED = ("shard", "num_shards", "logger")
@@ -45,13 +49,29 @@ def git_sha() -> str:
         return "unknown"
 
 
-def check_budget(cfg: DictConfig) -> None:
-    if cfg.budget <= 0:
-        raise ValueError(f"budget={cfg.budget}: the number of finetuning steps must be positive")
-    if cfg.k < cfg.budget:
-        raise ValueError(f"k={cfg.k} < budget={cfg.budget}: the selector needs at least n candidates; raise k")
-    if not 0 <= cfg.shard < cfg.num_shards:
-        raise ValueError(f"shard={cfg.shard} must lie in [0, num_shards={cfg.num_shards})")
+def build_selector(cfg: DictConfig):
+    try:
+        return instantiate(cfg)
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        raise UserError(f"selector={cfg.get('name', cfg.get('_target_'))}: cannot be built "
+                        f"({str(cause).splitlines()[0]}); check its keys in conf/selector/") from None
+
+
+@contextmanager
+def job_files(out_dir: Path, plain: Dict, overrides: Sequence[str]):
+    """Once a job is accepted: its directory, the resolved config and overrides, and run.log."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
+    (out_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+    handler = logging.FileHandler(out_dir / "run.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
 
 
 def pick_queries(space: DataSpace, cfg: DictConfig) -> pd.DataFrame:
@@ -115,19 +135,26 @@ def scoring_forward(engine: FinetuneEngine, cfg: DictConfig):
     return forward
 
 
-def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "") -> pd.DataFrame:
-    check_budget(cfg)
-    check_eval_config(cfg.eval)
-    graphs_wanted(cfg.engine.cuda_graphs)  # a bad value fails here, before anything heavy
-    selector = instantiate(cfg.selector)
+def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "",
+            overrides: Sequence[str] = ()) -> pd.DataFrame:
+    """Checks first (nothing is written until the job is accepted), then the query loop."""
+    check_config(cfg)
+    check_writable(out_dir, "hydra.run.dir", out_dir / "wandb" if cfg.logger.wandb else None)
+    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    store = RecordStore(out_dir, config_hash(plain))  # another config's directory is refused here
+    selector = build_selector(cfg.selector)
     loaded = load_model(cfg.model)
     embedder = Embedder(cfg.embedder)
     space = load_data_space(cfg.data, loaded.tokenizer, loaded.fingerprint, embedder)
     if len(space.pool) < cfg.k:
-        raise ValueError(f"the pool holds {len(space.pool)} sequences, fewer than k={cfg.k}; lower k")
-    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    chash = config_hash(plain)
-    store = RecordStore(out_dir, chash)
+        raise UserError(f"k={cfg.k}: the pool holds only {len(space.pool)} sequences; lower k")
+    data_key = content_hash(space.key, loaded.fingerprint, embedder.fingerprint)
+    store.claim(data_key)  # the same config over changed data is refused here
+    with job_files(out_dir, plain, overrides):
+        return _query_loop(cfg, out_dir, group, name, plain, store, selector, loaded, embedder, space)
+
+
+def _query_loop(cfg, out_dir, group, name, plain, store, selector, loaded, embedder, space) -> pd.DataFrame:
     queries = pick_queries(space, cfg)
     todo = queries[~queries.doc_id.isin(store.done)]
     log.info("%d queries (%d already done) in %s", len(queries), len(queries) - len(todo), out_dir)
@@ -135,7 +162,8 @@ def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "") -> 
     forward = scoring_forward(engine, cfg)
     base = BaseScoreCache(loaded, cfg.eval, forward)
     logger = make_logger(cfg.logger, plain, out_dir, group, name or out_dir.name)
-    constant = {"model": loaded.name, "config_hash": chash, "git_sha": git_sha(), "device": str(loaded.device),
+    constant = {"model": loaded.name, "config_hash": store.config_hash, "data_key": store.data_key,
+                "git_sha": git_sha(), "device": str(loaded.device),
                 "shard": int(cfg.shard), "num_shards": int(cfg.num_shards)}
     for query in tqdm(list(todo.itertuples()), desc=f"TTFT {selector_name(selector)} n={cfg.budget}",
                       unit="query", file=sys.stderr):

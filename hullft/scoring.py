@@ -44,15 +44,6 @@ class Window:
     targets: List[int]
 
 
-def check_eval_config(cfg: EvalConfig) -> None:
-    if cfg.window < 1:
-        raise ValueError(f"eval.window={cfg.window}: a scoring window holds at least one token; use e.g. 1024")
-    if cfg.protocol == Protocol.rolling and not cfg.prefix:
-        raise ValueError("eval.prefix=false applies to eval=first_window only: rolling scores every token")
-    if cfg.protocol == Protocol.rolling and cfg.bytes != ByteCount.document:
-        raise ValueError("eval.bytes=scored applies to eval=first_window only: rolling scores the whole document")
-
-
 def prefix_token_id(tokenizer, kind: PrefixToken) -> int:
     """eot: <|endoftext|> where the vocabulary has it, else as bos. bos: lm-eval's rule (BOS, else EOS).
     eos: the tokenizer's EOS."""

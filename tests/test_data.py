@@ -56,7 +56,7 @@ def test_jsonl_bad_line_is_a_one_line_error(tmp_path, line, message):
 
 
 def test_missing_file_and_empty_corpus(tmp_path, tiny_overrides):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ValueError, match="does not exist"):
         build_documents(compose_config(tiny_overrides + [f"data.path={tmp_path}/nope.jsonl"]).data)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
@@ -122,7 +122,7 @@ def test_corrupt_cache_file_is_rebuilt(setup, isolated_cache, capsys):
     for path in (isolated_cache / "dataspace").glob("index-*.faiss"):
         path.write_bytes(b"garbage")
     rebuilt = build(cfg, setup)
-    assert "unreadable" in capsys.readouterr().err
+    assert "is damaged (checksum mismatch" in capsys.readouterr().err
     np.testing.assert_allclose(rebuilt.embeddings, good.embeddings, atol=1e-6)
     assert rebuilt.index.ntotal == len(good.pool)
     assert not list((isolated_cache / "dataspace").glob(".*.tmp"))  # nothing half-written left behind
