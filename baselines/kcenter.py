@@ -6,6 +6,7 @@ from hullft.multiset import Multiset, check_selection_inputs
 
 class KCenter:
     name = "kcenter"
+    greedy = True  # its first n picks are its selection at n
 
     def select(self, query: np.ndarray, candidates: np.ndarray, n: int) -> Multiset:
         check_selection_inputs(query, candidates, n)

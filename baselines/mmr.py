@@ -6,6 +6,7 @@ from hullft.multiset import Multiset, check_selection_inputs
 
 class MMR:
     name = "mmr"
+    greedy = True  # its first n picks are its selection at n
 
     def __init__(self, trade_off: float = 0.5):
         if not 0.0 <= trade_off <= 1.0:

@@ -8,6 +8,7 @@ from hullft.multiset import Multiset, check_selection_inputs
 
 class RandomSubset:
     name = "random"
+    greedy = True  # a prefix of one permutation: its first n picks are its selection at n
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -16,4 +17,4 @@ class RandomSubset:
         check_selection_inputs(query, candidates, n)
         query_key = int.from_bytes(hashlib.sha256(np.ascontiguousarray(query).tobytes()).digest()[:8], "big")
         rng = np.random.default_rng([self.seed, query_key])
-        return Multiset(rng.choice(len(candidates), size=n, replace=False), np.ones(n, dtype=np.int64))
+        return Multiset(rng.permutation(len(candidates))[:n], np.ones(n, dtype=np.int64))

@@ -35,6 +35,7 @@ def _quiet_activeft():
 
 class SIFT:
     name = "sift"
+    greedy = True  # its first n picks are its selection at n
 
     def __init__(self, llambda: float = 0.2, also_query_opposite: bool = False, device: str = "auto"):
         if llambda <= 0:
@@ -45,6 +46,11 @@ class SIFT:
 
     def select(self, query: np.ndarray, candidates: np.ndarray, n: int) -> Multiset:
         check_selection_inputs(query, candidates, n)
+        values, picks = self.search(query, candidates, n)
+        return Multiset.from_picks(picks, {"top_value": float(np.max(values))})
+
+    def search(self, query: np.ndarray, candidates: np.ndarray, n: int):
+        """activeft's (values, picks) for one query: values[i] = -sigma^2 after the first i + 1 picks."""
         from activeft.acquisition_functions.vtl import VTL
         from activeft.sift import Retriever
 
@@ -58,4 +64,4 @@ class SIFT:
         with _quiet_activeft():
             values, picks, _, _ = retriever.search(np.ascontiguousarray(query[None, :], dtype=np.float32),
                                                    N=n, K=K, threads=1)
-        return Multiset.from_picks(np.asarray(picks).ravel(), {"top_value": float(np.max(values))})
+        return np.asarray(values, dtype=np.float64).ravel(), np.asarray(picks).ravel()

@@ -39,6 +39,7 @@ def sift_picks(query_rows: np.ndarray, candidates: np.ndarray, n: int, llambda: 
 
 class SiftExact:
     name = "sift_exact"
+    greedy = True  # its first n picks are its selection at n
 
     def __init__(self, llambda: float = 0.2):
         if llambda <= 0:

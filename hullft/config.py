@@ -160,8 +160,10 @@ class Config:
     eval: EvalConfig = MISSING
     logger: LoggerConfig = MISSING
     selector: Any = MISSING
-    budget: int = 8               # n: optimizer steps (multiset size) per query
+    budget: int = 8               # n: optimizer steps (multiset size) per query; the cap where alpha is set
     k: int = 200                  # faiss pre-selection size
+    llambda: float = 0.2          # noise variance of the surrogate GP (sift, sift_exact, us and sigma)
+    alpha: Optional[float] = None  # adaptive budget: the largest n <= budget with alpha * n * sigma_n <= 1
     queries_per_domain: int = 1
     query_seed: int = 0
     shard: int = 0

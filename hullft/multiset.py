@@ -4,6 +4,10 @@
 
 `query` (d,) and `candidates` (K, d) are float32 and L2-normalised; the result names distinct candidate
 rows (`indices`) with multiplicities (`counts`, each >= 1) that sum to exactly n.
+
+A selector declares `greedy = True` when its first m picks are its selection at m (nn, sift, us, ...): the
+runner may then select once at the budget and truncate (adaptive budgets, checkpoints). Its pick order is
+`picks`, or for distinct picks the order of `indices`.
 """
 from __future__ import annotations
 
@@ -31,6 +35,12 @@ class Multiset:
     @property
     def size(self) -> int:
         return int(self.counts.sum())
+
+    def ordered_rows(self) -> np.ndarray:
+        """The selected candidate rows, one per element, in pick order where known."""
+        if self.picks is not None:
+            return self.indices[self.picks]
+        return np.repeat(self.indices, self.counts)
 
     @classmethod
     def from_picks(cls, picks, diagnostics=None) -> "Multiset":

@@ -9,7 +9,11 @@ Writes
 - paired.csv/.md: each selector against each other on the same queries (same domain, n and query):
   mean difference of BPB% +- standard error, and the share of queries the first one wins (ties count half);
 - points.csv/.md (one point per configuration: mean BPB% against mean wall-clock per query, Pareto front
-  marked) and pareto.png.
+  marked) and pareto.png;
+- sigma.csv/.md and sigma.png: how well the posterior sigma predicts the gain (hullft/sigma_gain.py).
+
+Records are grouped by `setting`: `n=8` for a fixed budget, `alpha=0.5 n<=20` for an adaptive one (placed
+on the front at its mean time and mean BPB%; its `n` column is the mean chosen n).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import pandas as pd  # noqa: E402
 from pyarrow import ArrowException  # noqa: E402
 
 from hullft.errors import UserError, one_line_errors  # noqa: E402
+from hullft.sigma_gain import sigma_plot, sigma_table  # noqa: E402
 
 
 def load_records(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -37,6 +42,16 @@ def load_records(paths: Iterable[str | Path]) -> pd.DataFrame:
     df = pd.concat([_read_records(f) for f in files], ignore_index=True)
     # the same query of the same config measured twice (a rerun copied elsewhere): keep one
     return df.drop_duplicates(["config_hash", "query_id"], keep="last").reset_index(drop=True)
+
+
+def with_settings(records: pd.DataFrame) -> pd.DataFrame:
+    """Adds `setting` (what a point of the front is: a fixed n, or alpha with its cap) and `order` to sort by."""
+    alpha = records["alpha"] if "alpha" in records else pd.Series(np.nan, index=records.index)
+    budget = records["budget"] if "budget" in records else records["n"]
+    fixed = alpha.isna()
+    setting = np.where(fixed, "n=" + records.n.astype(int).astype(str),
+                       "alpha=" + alpha.map("{:g}".format) + " n<=" + budget.astype(int).astype(str))
+    return records.assign(setting=setting, order=np.where(fixed, records.n, budget + 0.5))
 
 
 def _read_records(path: Path) -> pd.DataFrame:
@@ -65,19 +80,20 @@ def _byte_weighted(group: pd.DataFrame) -> pd.Series:
 
 
 def domain_table(records: pd.DataFrame) -> pd.DataFrame:
-    keys = ["domain", "selector", "n"]
-    groups = _with_overall(records).groupby(keys)
-    table = groups.agg(bpb_pct=("bpb_pct", "mean"), se=("bpb_pct", _se), queries=("bpb_pct", "size"),
-                       t_total=("t_total", "mean"))
+    keys = ["domain", "selector", "setting"]
+    groups = _with_overall(with_settings(records)).groupby(keys)
+    table = groups.agg(n=("n", "mean"), bpb_pct=("bpb_pct", "mean"), se=("bpb_pct", _se),
+                       queries=("bpb_pct", "size"), t_total=("t_total", "mean"), order=("order", "first"))
     weighted = groups[[c for c in ("nll_nats", "nll_nats_base", "query_bytes", "query_bytes_base")
                        if c in records]].apply(_byte_weighted)
-    return table.join(weighted).reset_index().sort_values(keys).reset_index(drop=True)
+    table = table.join(weighted).reset_index().sort_values(["domain", "selector", "order"])
+    return table.drop(columns="order").reset_index(drop=True)
 
 
 def paired_table(records: pd.DataFrame) -> pd.DataFrame:
     """Selector a against selector b on the queries both scored: diff = a's BPB% - b's (negative: a is better)."""
     rows = []
-    for (domain, n), group in _with_overall(records).groupby(["domain", "n"]):
+    for (domain, setting), group in _with_overall(with_settings(records)).groupby(["domain", "setting"]):
         per_query = group.pivot_table(index="query_id", columns="selector", values="bpb_pct", aggfunc="mean")
         names = sorted(per_query.columns)
         for i, a in enumerate(names):
@@ -86,10 +102,10 @@ def paired_table(records: pd.DataFrame) -> pd.DataFrame:
                 if both.empty:
                     continue
                 diff = both[a] - both[b]
-                rows.append({"domain": domain, "n": n, "a": a, "b": b, "queries": len(diff),
+                rows.append({"domain": domain, "setting": setting, "a": a, "b": b, "queries": len(diff),
                              "diff_pct": diff.mean(), "se": _se(diff),
                              "a_wins": float(((diff < 0) + 0.5 * (diff == 0)).mean())})
-    return pd.DataFrame(rows, columns=["domain", "n", "a", "b", "queries", "diff_pct", "se", "a_wins"])
+    return pd.DataFrame(rows, columns=["domain", "setting", "a", "b", "queries", "diff_pct", "se", "a_wins"])
 
 
 def pareto_mask(t: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -102,8 +118,8 @@ def pareto_mask(t: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def summarize(records: pd.DataFrame) -> pd.DataFrame:
     """One point per configuration (shards merged): mean BPB% and mean wall-clock per query."""
-    points = (records.groupby(["selector", "n", "refresh_interval", "config_hash"])
-              .agg(bpb_pct=("bpb_pct", "mean"), se=("bpb_pct", _se), t_total=("t_total", "mean"),
+    points = (with_settings(records).groupby(["selector", "setting", "refresh_interval", "config_hash"])
+              .agg(n=("n", "mean"), bpb_pct=("bpb_pct", "mean"), se=("bpb_pct", _se), t_total=("t_total", "mean"),
                    t_select=("t_select", "mean"), t_finetune=("t_finetune", "mean"),
                    fwd_bwd=("fwd_bwd", "mean"), queries=("bpb_pct", "size"))
               .reset_index().sort_values(["selector", "t_total"]).reset_index(drop=True))
@@ -117,7 +133,7 @@ def pareto_plot(points: pd.DataFrame, path: Path) -> Path:
         group = group.sort_values("t_total")
         ax.errorbar(group.t_total, group.bpb_pct, yerr=group.se.fillna(0), marker="o", capsize=3, label=name)
         for row in group.itertuples():
-            ax.annotate(f"n={row.n}", (row.t_total, row.bpb_pct), textcoords="offset points", xytext=(4, 4),
+            ax.annotate(row.setting, (row.t_total, row.bpb_pct), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
     front = points[points.pareto].sort_values("t_total")
     ax.plot(front.t_total, front.bpb_pct, "k--", lw=1, alpha=0.6, label="Pareto front")
@@ -145,6 +161,11 @@ def write_report(records: pd.DataFrame, out: Path) -> None:
     (out / "paired.md").write_text(paired.to_markdown(index=False, floatfmt=".3f") + "\n")
     (out / "points.md").write_text(points.drop(columns="config_hash").to_markdown(index=False, floatfmt=".3f") + "\n")
     pareto_plot(points, out / "pareto.png")
+    sigma = sigma_table(with_settings(records))
+    if len(sigma):
+        sigma.to_csv(out / "sigma.csv", index=False)
+        (out / "sigma.md").write_text(sigma.to_markdown(index=False, floatfmt=".3f") + "\n")
+        sigma_plot(with_settings(records), out / "sigma.png")
 
 
 def main(argv=None) -> None:
@@ -161,7 +182,11 @@ def main(argv=None) -> None:
     if len(paired):
         print("\npaired, all domains (diff = a - b in BPB%; a_wins = share of queries where a is lower):")
         print(paired.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"\nwrote {args.out}/table.md, paired.md, points.md, pareto.png")
+    sigma = sigma_table(with_settings(records))
+    if len(sigma):
+        print("\nsigma vs realised gain (Spearman rho, bootstrap 95% interval over queries):")
+        print(sigma.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\nwrote {args.out}/table.md, paired.md, points.md, pareto.png" + (", sigma.md, sigma.png" if len(sigma) else ""))
 
 
 if __name__ == "__main__":

@@ -22,11 +22,13 @@ from hullft.data import DataSpace, load_data_space
 from hullft.documents import unit_hash
 from hullft.embedder import Embedder
 from hullft.cuda_graphs import CapturedLogits
-from hullft.engine import FinetuneEngine
+from hullft.adaptive import select_adaptive
+from hullft.engine import FinetuneEngine, FinetuneResult
 from hullft.errors import UserError
 from hullft.index import top_k
 from hullft.loggers import make_logger
 from hullft.models import LoadedModel, load_model
+from hullft.posterior import posterior_sigma
 from hullft.records import RecordStore
 from hullft.selection_timing import timed_select
 from hullft.scoring import score_text
@@ -101,27 +103,37 @@ def run_query(query, cfg, space, loaded, embedder, selector, engine, base, forwa
     _, rows = top_k(space.index, q, cfg.k)
     candidates = space.embeddings[rows]
     t_retrieve = time.perf_counter() - t0
-    multiset, t_select = timed_select(selector, q, candidates, cfg.budget)
-    chosen = rows[multiset.indices]
-    result = engine.finetune([space.pool.tokens[r] for r in chosen], multiset.counts.tolist(),
-                             None if multiset.picks is None else multiset.picks.tolist(), cfg.data.max_length)
-    score = score_text(loaded, query.text, cfg.eval, forward)
-    engine.reset()
+    if cfg.alpha is None:
+        multiset, t_select = timed_select(selector, q, candidates, cfg.budget)
+    else:
+        multiset, t_select = select_adaptive(selector, q, candidates, cfg.budget, cfg.alpha, cfg.llambda)
+    selected = multiset.ordered_rows() if multiset is not None else np.zeros(0, dtype=np.int64)
+    sigma = posterior_sigma(q, candidates[selected], cfg.llambda)  # a diagnostic: outside t_select
     base_score = base.get(query.text)
+    if multiset is None:  # the adaptive rule chose no step: the base model is the result
+        result, score = FinetuneResult(0, 0, False, float("nan"), 0, 0.0), base_score
+    else:
+        chosen = rows[multiset.indices]
+        result = engine.finetune([space.pool.tokens[r] for r in chosen], multiset.counts.tolist(),
+                                 None if multiset.picks is None else multiset.picks.tolist(), cfg.data.max_length)
+        score = score_text(loaded, query.text, cfg.eval, forward)
+        engine.reset()
     t_eval = score.seconds
+    n = len(selected)
     return {
         "query_id": query.doc_id, "domain": query.domain, "selector": selector_name(selector),
-        "n": int(cfg.budget), "k": int(cfg.k), "refresh_interval": int(cfg.engine.refresh_interval),
-        "distinct": int(len(multiset.indices)), "fwd_bwd": result.fwd_bwd, "opt_steps": result.opt_steps,
+        "n": n, "budget": int(cfg.budget), "alpha": float("nan") if cfg.alpha is None else float(cfg.alpha),
+        "k": int(cfg.k), "refresh_interval": int(cfg.engine.refresh_interval),
+        "distinct": int(len(np.unique(selected))), "fwd_bwd": result.fwd_bwd, "opt_steps": result.opt_steps,
         "bpb_base": base_score.bpb, "bpb": score.bpb, "bpb_pct": 100.0 * score.bpb / base_score.bpb,
-        "nll_nats": score.nll_nats, "nll_nats_base": base_score.nll_nats,
+        "sigma": sigma, "nll_nats": score.nll_nats, "nll_nats_base": base_score.nll_nats,
         "t_retrieve": t_retrieve, "t_select": t_select, "t_finetune": result.seconds, "t_eval": t_eval,
         "t_total": t_retrieve + t_select + result.seconds + t_eval, "t_capture": result.capture_seconds,
         "captured": engine.captured, "diverged": result.diverged,
         "train_loss": result.mean_loss, "train_tokens": result.tokens,
         "query_bytes": score.bytes, "query_bytes_base": base_score.bytes, "query_tokens": score.tokens,
-        "same_domain": float(np.mean(space.pool.domain.values[chosen].repeat(multiset.counts) == query.domain)),
-        "diagnostics": str(multiset.diagnostics),
+        "same_domain": float(np.mean(space.pool.domain.values[rows[selected]] == query.domain)) if n else float("nan"),
+        "diagnostics": str(multiset.diagnostics if multiset is not None else {}),
     }
 
 
@@ -165,7 +177,8 @@ def _query_loop(cfg, out_dir, group, name, plain, store, selector, loaded, embed
     constant = {"model": loaded.name, "config_hash": store.config_hash, "data_key": store.data_key,
                 "git_sha": git_sha(), "device": str(loaded.device),
                 "shard": int(cfg.shard), "num_shards": int(cfg.num_shards)}
-    for query in tqdm(list(todo.itertuples()), desc=f"TTFT {selector_name(selector)} n={cfg.budget}",
+    for query in tqdm(list(todo.itertuples()), desc=f"TTFT {selector_name(selector)} n={cfg.budget}"
+                      + ("" if cfg.alpha is None else f" alpha={cfg.alpha}"),
                       unit="query", file=sys.stderr):
         record = {**run_query(query, cfg, space, loaded, embedder, selector, engine, base, forward), **constant}
         store.append(record)

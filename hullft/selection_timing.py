@@ -25,9 +25,13 @@ def _blas():
     return _controller
 
 
+def one_blas_thread():
+    return _blas().limit(limits=1, user_api="blas")
+
+
 def timed_select(selector, query: np.ndarray, candidates: np.ndarray, n: int) -> Tuple[Multiset, float]:
     """selector.select(query, candidates, n) and its wall-clock in seconds."""
-    with _blas().limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         start = time.perf_counter()
         multiset = selector.select(query, candidates, n)
         seconds = time.perf_counter() - start

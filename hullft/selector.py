@@ -12,6 +12,7 @@ from hullft.multiset import Multiset, check_selection_inputs
 
 class HullFT:
     name = "hullft"
+    greedy = False  # its n-multiset is not the first n elements of its (n+1)-multiset
 
     def __init__(self, integerize: str = "geometric", swap_passes: int = 2, max_iter: int = 250,
                  tol: float = 1e-5, support_cap: Optional[int] = None, away_steps: bool = False):

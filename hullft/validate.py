@@ -39,6 +39,8 @@ def _finite(low: float, strict: bool) -> Callable:
 RULES = [
     ("budget", _int_at_least(1), "a positive number of optimizer steps", "budget=8"),
     ("k", _int_at_least(1), "a positive number of candidates", "k=200"),
+    ("llambda", _finite(0, True), "a finite noise variance > 0", "llambda=0.2"),
+    ("alpha", lambda v: v is None or _finite(0, True)(v), "null (fixed budget) or finite and > 0", "alpha=0.5"),
     ("queries_per_domain", _int_at_least(1), "a positive number of queries", "queries_per_domain=10"),
     ("num_shards", _int_at_least(1), "a positive number of shards", "num_shards=1"),
     ("shard", _int_at_least(0), "a shard index >= 0", "shard=0"),

@@ -21,8 +21,8 @@ def test_named_config_composes_and_sweeps_something(group, name):
     assert any("," in str(values) for values in params.values())  # at least one key takes several values
 
 
-def test_headline_experiment_compares_the_three_selectors():
+def test_headline_experiment_compares_the_four_selectors():
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["+experiments=headline"], return_hydra_config=True)
-    assert set(cfg.hydra.sweeper.params.selector.split(",")) == {"hullft", "sift", "nn"}
+    assert set(cfg.hydra.sweeper.params.selector.split(",")) == {"hullft", "sift", "nn", "us"}
     assert cfg.tag == "headline"

@@ -29,12 +29,12 @@ def synthetic_records(seed=0):
 
 def test_byte_weighted_bpb_is_total_nats_over_total_bytes():
     df = synthetic_records()
-    table = domain_table(df).set_index(["domain", "selector", "n"])
+    table = domain_table(df).set_index(["domain", "selector", "setting"])
     for selector in ("hullft", "nn"):
         rows = df[df.selector == selector]
         expected = sum(rows.nll_nats) / math.log(2) / sum(rows.query_bytes)
         base = sum(rows.nll_nats_base) / math.log(2) / sum(rows.query_bytes_base)
-        got = table.loc[("ALL", selector, 4)]
+        got = table.loc[("ALL", selector, "n=4")]
         assert got.bpb_bw == pytest.approx(expected, rel=1e-12)
         assert got.bpb_bw_pct == pytest.approx(100 * expected / base, rel=1e-12)
         assert got.bpb_pct == pytest.approx(rows.bpb_pct.mean(), rel=1e-12)
