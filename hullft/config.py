@@ -164,6 +164,7 @@ class Config:
     k: int = 200                  # faiss pre-selection size
     llambda: float = 0.2          # noise variance of the surrogate GP (sift, sift_exact, us and sigma)
     alpha: Optional[float] = None  # adaptive budget: the largest n <= budget with alpha * n * sigma_n <= 1
+    checkpoints: List[int] = field(default_factory=list)  # extra n < budget scored in the same pass
     queries_per_domain: int = 1
     query_seed: int = 0
     shard: int = 0

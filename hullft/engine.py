@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 
@@ -111,13 +112,18 @@ class FinetuneEngine:
         self.steps.reset()
 
     def finetune(self, sequences: Sequence[Sequence[int]], counts: Sequence[int],
-                 picks: Optional[Sequence[int]] = None, max_length: Optional[int] = None) -> FinetuneResult:
+                 picks: Optional[Sequence[int]] = None, max_length: Optional[int] = None,
+                 checkpoints: Sequence[int] = (), on_checkpoint: Optional[Callable] = None) -> FinetuneResult:
         """Train on each sequence counts[k] times (truncated to max_length, never padded to it; captured steps
-        pad to a length bucket, and count only the real tokens)."""
+        pad to a length bucket, and count only the real tokens).
+
+        After the m-th optimizer step for each m in `checkpoints`, `on_checkpoint(m, result so far)` is
+        called with the clock stopped (an anytime curve scores the prompt there); a divergence calls it for
+        the checkpoints it skips, with the weights as they stopped."""
         seqs = [list(s)[:max_length] if max_length else list(s) for s in sequences]
         capture = self.steps.prepare([len(s) for s in seqs])  # one-off, outside the timed steps
         synchronize(self.device)
-        start = time.perf_counter()
+        clock = _Clock()
         torch.manual_seed(self.cfg.seed)
         plan = step_plan(counts, self.cfg.order, picks)
         bs = self.cfg.batch_size
@@ -129,6 +135,13 @@ class FinetuneEngine:
             fresh = fresh_passes(plan, self.cfg.refresh_interval)
         self.steps.begin()
         passes, taken, tokens, losses, diverged = 0, 0, 0, [], False
+        marks = sorted(m for m in set(checkpoints) if 0 < m < len(steps))
+
+        def result() -> FinetuneResult:
+            return FinetuneResult(fwd_bwd=passes, opt_steps=taken, diverged=diverged, tokens=tokens,
+                                  mean_loss=sum(losses) / len(losses) if losses else float("nan"),
+                                  seconds=clock.seconds(self.device), capture_seconds=capture)
+
         for elements, is_fresh in zip(steps, fresh):
             if is_fresh:
                 loss, norm = self.steps.forward_backward([seqs[k] for k in elements])
@@ -140,8 +153,33 @@ class FinetuneEngine:
                 losses.append(loss)
             self.steps.optimizer_step()
             taken += 1
+            if marks and marks[0] == taken:
+                so_far = result()
+                with clock.paused(self.device):
+                    on_checkpoint(marks.pop(0), so_far)
         self.steps.end()
-        synchronize(self.device)
-        return FinetuneResult(fwd_bwd=passes, opt_steps=taken, diverged=diverged, tokens=tokens,
-                              mean_loss=sum(losses) / len(losses) if losses else float("nan"),
-                              seconds=time.perf_counter() - start, capture_seconds=capture)
+        final = result()
+        for m in marks:  # skipped by a divergence: a standalone run at m stops at the same step
+            on_checkpoint(m, final)
+        return final
+
+
+class _Clock:
+    """Seconds of training, with the pauses for checkpoint scoring left out (synchronised on CUDA)."""
+
+    def __init__(self):
+        self.start, self.paused_for = time.perf_counter(), 0.0
+
+    def seconds(self, device) -> float:
+        synchronize(device)
+        return time.perf_counter() - self.start - self.paused_for
+
+    @contextmanager
+    def paused(self, device):
+        synchronize(device)
+        begin = time.perf_counter()
+        try:
+            yield
+        finally:
+            synchronize(device)
+            self.paused_for += time.perf_counter() - begin

@@ -23,7 +23,7 @@ class RecordsOfAnotherRun(UserError):
     pass
 
 
-COLUMNS = ["query_id", "domain", "selector", "n", "k", "refresh_interval", "distinct", "fwd_bwd", "opt_steps",
+COLUMNS = ["query_id", "domain", "selector", "n", "budget", "pass_budget", "final", "alpha", "sigma", "k", "refresh_interval", "distinct", "fwd_bwd", "opt_steps",
            "bpb_base", "bpb", "bpb_pct", "t_retrieve", "t_select", "t_finetune", "t_eval", "t_total",
            "diverged", "model", "config_hash", "data_key", "git_sha", "device"]
 
@@ -41,14 +41,17 @@ class RecordStore:
     def _load(self) -> List[Dict]:
         if not self.jsonl.exists():
             return []
-        rows, valid_bytes = [], 0
+        rows, offset, valid_bytes, complete = [], 0, 0, 0
         with open(self.jsonl, "rb") as f:
             for line in f:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError:
                     break  # torn write from a kill: drop it and everything after
-                valid_bytes += len(line)
+                offset += len(line)
+                if rows[-1].get("final", True):  # a query's records end with its final one
+                    valid_bytes, complete = offset, len(rows)
+        rows = rows[:complete]  # the checkpoint records of a query killed before its end are redone
         self.valid_bytes = valid_bytes
         hashes = {r.get("config_hash") for r in rows}
         if hashes - {self.config_hash}:

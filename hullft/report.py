@@ -41,7 +41,8 @@ def load_records(paths: Iterable[str | Path]) -> pd.DataFrame:
         raise FileNotFoundError(f"no records.parquet under {[str(p) for p in paths]}; run `python run.py` first")
     df = pd.concat([_read_records(f) for f in files], ignore_index=True)
     # the same query of the same config measured twice (a rerun copied elsewhere): keep one
-    return df.drop_duplicates(["config_hash", "query_id"], keep="last").reset_index(drop=True)
+    keys = ["config_hash", "query_id"] + (["n"] if "n" in df else [])  # checkpoints: several n per query
+    return df.drop_duplicates(keys, keep="last").reset_index(drop=True)
 
 
 def with_settings(records: pd.DataFrame) -> pd.DataFrame:

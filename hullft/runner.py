@@ -4,12 +4,10 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import time
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Dict, Sequence
 
-import numpy as np
 import pandas as pd
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -22,16 +20,12 @@ from hullft.data import DataSpace, load_data_space
 from hullft.documents import unit_hash
 from hullft.embedder import Embedder
 from hullft.cuda_graphs import CapturedLogits
-from hullft.adaptive import select_adaptive
-from hullft.engine import FinetuneEngine, FinetuneResult
+from hullft.engine import FinetuneEngine
 from hullft.errors import UserError
-from hullft.index import top_k
 from hullft.loggers import make_logger
-from hullft.models import LoadedModel, load_model
-from hullft.posterior import posterior_sigma
+from hullft.models import load_model
+from hullft.per_query import run_query, selector_name
 from hullft.records import RecordStore
-from hullft.selection_timing import timed_select
-from hullft.scoring import score_text
 from hullft.validate import check_config, check_writable
 
 log = logging.getLogger(__name__)
@@ -85,58 +79,6 @@ def pick_queries(space: DataSpace, cfg: DictConfig) -> pd.DataFrame:
     return q.iloc[cfg.shard::cfg.num_shards]
 
 
-def embed_query(text: str, loaded: LoadedModel, embedder: Embedder, max_length: int) -> np.ndarray:
-    """Mean of the embeddings of the query's token-bounded chunks (as the pool is chunked), L2-normalised."""
-    ids = loaded.tokenizer(text, add_special_tokens=False).input_ids
-    chunks = loaded.tokenizer.batch_decode([ids[i:i + max_length] for i in range(0, len(ids), max_length)])
-    mean = embedder.embed(chunks).mean(0)
-    return (mean / np.linalg.norm(mean)).astype(np.float32)
-
-
-def selector_name(selector) -> str:
-    return getattr(selector, "name", type(selector).__name__.lower())
-
-
-def run_query(query, cfg, space, loaded, embedder, selector, engine, base, forward=None) -> Dict:
-    t0 = time.perf_counter()
-    q = embed_query(query.text, loaded, embedder, cfg.data.max_length)
-    _, rows = top_k(space.index, q, cfg.k)
-    candidates = space.embeddings[rows]
-    t_retrieve = time.perf_counter() - t0
-    if cfg.alpha is None:
-        multiset, t_select = timed_select(selector, q, candidates, cfg.budget)
-    else:
-        multiset, t_select = select_adaptive(selector, q, candidates, cfg.budget, cfg.alpha, cfg.llambda)
-    selected = multiset.ordered_rows() if multiset is not None else np.zeros(0, dtype=np.int64)
-    sigma = posterior_sigma(q, candidates[selected], cfg.llambda)  # a diagnostic: outside t_select
-    base_score = base.get(query.text)
-    if multiset is None:  # the adaptive rule chose no step: the base model is the result
-        result, score = FinetuneResult(0, 0, False, float("nan"), 0, 0.0), base_score
-    else:
-        chosen = rows[multiset.indices]
-        result = engine.finetune([space.pool.tokens[r] for r in chosen], multiset.counts.tolist(),
-                                 None if multiset.picks is None else multiset.picks.tolist(), cfg.data.max_length)
-        score = score_text(loaded, query.text, cfg.eval, forward)
-        engine.reset()
-    t_eval = score.seconds
-    n = len(selected)
-    return {
-        "query_id": query.doc_id, "domain": query.domain, "selector": selector_name(selector),
-        "n": n, "budget": int(cfg.budget), "alpha": float("nan") if cfg.alpha is None else float(cfg.alpha),
-        "k": int(cfg.k), "refresh_interval": int(cfg.engine.refresh_interval),
-        "distinct": int(len(np.unique(selected))), "fwd_bwd": result.fwd_bwd, "opt_steps": result.opt_steps,
-        "bpb_base": base_score.bpb, "bpb": score.bpb, "bpb_pct": 100.0 * score.bpb / base_score.bpb,
-        "sigma": sigma, "nll_nats": score.nll_nats, "nll_nats_base": base_score.nll_nats,
-        "t_retrieve": t_retrieve, "t_select": t_select, "t_finetune": result.seconds, "t_eval": t_eval,
-        "t_total": t_retrieve + t_select + result.seconds + t_eval, "t_capture": result.capture_seconds,
-        "captured": engine.captured, "diverged": result.diverged,
-        "train_loss": result.mean_loss, "train_tokens": result.tokens,
-        "query_bytes": score.bytes, "query_bytes_base": base_score.bytes, "query_tokens": score.tokens,
-        "same_domain": float(np.mean(space.pool.domain.values[rows[selected]] == query.domain)) if n else float("nan"),
-        "diagnostics": str(multiset.diagnostics if multiset is not None else {}),
-    }
-
-
 def scoring_forward(engine: FinetuneEngine, cfg: DictConfig):
     """Captured scoring windows where the training steps are captured; None (eager) elsewhere."""
     if not engine.captured:
@@ -180,9 +122,10 @@ def _query_loop(cfg, out_dir, group, name, plain, store, selector, loaded, embed
     for query in tqdm(list(todo.itertuples()), desc=f"TTFT {selector_name(selector)} n={cfg.budget}"
                       + ("" if cfg.alpha is None else f" alpha={cfg.alpha}"),
                       unit="query", file=sys.stderr):
-        record = {**run_query(query, cfg, space, loaded, embedder, selector, engine, base, forward), **constant}
-        store.append(record)
-        logger.log_query(record)
+        for record in run_query(query, cfg, space, loaded, embedder, selector, engine, base, forward):
+            record.update(constant)
+            store.append(record)
+            logger.log_query(record)
     if engine.captured:
         log.info("CUDA-graph capture in this job: %.2f s for training steps, %.2f s for scoring windows "
                  "(outside every query's t_finetune and t_eval)", engine.steps.capture_seconds,

@@ -142,6 +142,12 @@ def _combination_problems(cfg: DictConfig) -> List[str]:
     if cfg.model.kind == ModelKind.tiny and isinstance(cfg.model.n_head, int) and cfg.model.n_head >= 1 \
             and isinstance(cfg.model.n_embd, int) and cfg.model.n_embd % cfg.model.n_head:
         problems.append(f"model.n_embd={cfg.model.n_embd} is not a multiple of model.n_head={cfg.model.n_head}")
+    marks, budget_ok = list(cfg.checkpoints), isinstance(budget, int) and budget >= 1
+    bad = [m for m in marks if not (isinstance(m, int) and budget_ok and 1 <= m < budget)]
+    if bad:
+        problems.append(f"checkpoints={marks}: each must be a step count in [1, budget={budget}); drop {bad}")
+    if marks and cfg.alpha is not None:
+        problems.append("checkpoints and alpha cannot be combined: an adaptive run has no fixed steps to score at")
     unknown = [d for d in cfg.data.domains if d not in DOMAINS]
     if cfg.data.kind == CorpusKind.offline_mix and unknown:
         problems.append(f"data.domains names unknown domain(s) {unknown}; choose from {sorted(DOMAINS)}")

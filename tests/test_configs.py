@@ -5,6 +5,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from hullft.compose import compose_config
+from hullft.validate import config_problems
 
 REPO = Path(__file__).resolve().parent.parent
 NAMED = [("sweeps", p.stem) for p in sorted((REPO / "sweeps").glob("*.yaml"))] + \
@@ -19,6 +20,7 @@ def test_named_config_composes_and_sweeps_something(group, name):
     params = cfg.hydra.sweeper.params
     assert params, f"{group}/{name}.yaml sweeps nothing"
     assert any("," in str(values) for values in params.values())  # at least one key takes several values
+    assert config_problems(cfg) == []  # and passes the start-up checks
 
 
 def test_headline_experiment_compares_the_four_selectors():

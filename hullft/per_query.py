@@ -1,0 +1,131 @@
+"""One query: embed it, retrieve K candidates, select, finetune, score, reset -> its records.
+
+Usually one record. With `alpha`, the selection's size is chosen per query (hullft/adaptive.py). With
+`checkpoints`, one record per checkpoint as well, each what a standalone run at that n would record:
+- a greedy selector (its first m picks are its selection at m) trains once to the budget and the prompt is
+  also scored after step m, the clock stopped meanwhile; its m-selection is made and timed on its own and
+  checked to be the prefix (and its step plan the first m steps) of the budget's;
+- any other selector (HullFT) runs each n separately, reusing the model, data space and base scores.
+The last record of a query is marked `final`; a resumed job redoes a query that has none.
+"""
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from hullft.adaptive import select_adaptive
+from hullft.engine import FinetuneResult, step_plan
+from hullft.errors import UserError
+from hullft.index import top_k
+from hullft.multiset import Multiset
+from hullft.posterior import posterior_sigma
+from hullft.scoring import score_text
+from hullft.selection_timing import timed_select
+
+
+def embed_query(text: str, loaded, embedder, max_length: int) -> np.ndarray:
+    """Mean of the embeddings of the query's token-bounded chunks (as the pool is chunked), L2-normalised."""
+    ids = loaded.tokenizer(text, add_special_tokens=False).input_ids
+    chunks = loaded.tokenizer.batch_decode([ids[i:i + max_length] for i in range(0, len(ids), max_length)])
+    mean = embedder.embed(chunks).mean(0)
+    return (mean / np.linalg.norm(mean)).astype(np.float32)
+
+
+def selector_name(selector) -> str:
+    return getattr(selector, "name", type(selector).__name__.lower())
+
+
+class QueryRun:
+    def __init__(self, query, cfg, space, loaded, embedder, selector, engine, base, forward=None):
+        self.query, self.cfg, self.space, self.loaded = query, cfg, space, loaded
+        self.selector, self.engine, self.forward = selector, engine, forward
+        start = time.perf_counter()
+        self.q = embed_query(query.text, loaded, embedder, cfg.data.max_length)
+        _, self.rows = top_k(space.index, self.q, cfg.k)
+        self.candidates = space.embeddings[self.rows]
+        self.t_retrieve = time.perf_counter() - start
+        self.base = base.get(query.text)
+
+    def records(self) -> List[Dict]:
+        cfg, marks = self.cfg, sorted(set(self.cfg.checkpoints))
+        if cfg.alpha is not None:
+            selection, seconds = select_adaptive(self.selector, self.q, self.candidates, cfg.budget, cfg.alpha,
+                                                 cfg.llambda)
+            return [self.finetune_and_score(selection, seconds, cfg.budget)]
+        if marks and not getattr(self.selector, "greedy", False):
+            return [self.finetune_and_score(*timed_select(self.selector, self.q, self.candidates, n), n,
+                                            final=n == cfg.budget) for n in marks + [cfg.budget]]
+        full, seconds = timed_select(self.selector, self.q, self.candidates, cfg.budget)
+        prefixes = {m: self.checked_prefix(full, m) for m in marks}
+        return self.finetune_and_score(full, seconds, cfg.budget, prefixes=prefixes)
+
+    def checked_prefix(self, full: Multiset, m: int):
+        selection, seconds = timed_select(self.selector, self.q, self.candidates, m)
+        if selection.ordered_rows().tolist() != full.ordered_rows()[:m].tolist():
+            raise RuntimeError(f"selector={selector_name(self.selector)} declares greedy, but its selection at "
+                               f"n={m} is not the first {m} picks of its selection at n={self.cfg.budget}")
+        if self._plan_rows(selection) != self._plan_rows(full)[:m]:
+            raise UserError(f"checkpoints={list(self.cfg.checkpoints)}: with engine.order={self.cfg.engine.order.value} "
+                            f"the {m}-step plan is not the first {m} steps of the budget's (repeats are trained "
+                            f"together); use engine.order=as_selected")
+        return selection, seconds
+
+    def _plan_rows(self, selection: Multiset) -> list:
+        plan = step_plan(selection.counts.tolist(), self.cfg.engine.order,
+                         None if selection.picks is None else selection.picks.tolist())
+        return selection.indices[plan].tolist()
+
+    def finetune_and_score(self, selection: Optional[Multiset], t_select: float, budget: int, final: bool = True,
+                           prefixes: Optional[Dict] = None):
+        """The record of one selection (a list of records where `prefixes` asks for checkpoints)."""
+        if selection is None:  # the adaptive rule chose no step: the base model is the result
+            return self.record(None, t_select, budget, FinetuneResult(0, 0, False, float("nan"), 0, 0.0),
+                               self.base, final)
+        found = []
+
+        def at_checkpoint(m: int, so_far: FinetuneResult) -> None:
+            part, seconds = prefixes[m]
+            found.append(self.record(part, seconds, m, so_far, self.score(), final=False))
+
+        result = self.engine.finetune([self.space.pool.tokens[r] for r in self.rows[selection.indices]],
+                                      selection.counts.tolist(),
+                                      None if selection.picks is None else selection.picks.tolist(),
+                                      self.cfg.data.max_length, checkpoints=list(prefixes or ()),
+                                      on_checkpoint=at_checkpoint)
+        record = self.record(selection, t_select, budget, result, self.score(), final)
+        self.engine.reset()
+        return found + [record] if prefixes is not None else record
+
+    def score(self):
+        return score_text(self.loaded, self.query.text, self.cfg.eval, self.forward)
+
+    def record(self, selection: Optional[Multiset], t_select: float, budget: int, result: FinetuneResult, score,
+               final: bool) -> Dict:
+        cfg, base = self.cfg, self.base
+        selected = selection.ordered_rows() if selection is not None else np.zeros(0, dtype=np.int64)
+        n = len(selected)
+        return {
+            "query_id": self.query.doc_id, "domain": self.query.domain, "selector": selector_name(self.selector),
+            "n": n, "budget": int(budget), "pass_budget": int(cfg.budget), "final": final,
+            "alpha": float("nan") if cfg.alpha is None else float(cfg.alpha),
+            "k": int(cfg.k), "refresh_interval": int(cfg.engine.refresh_interval),
+            "distinct": int(len(np.unique(selected))), "fwd_bwd": result.fwd_bwd, "opt_steps": result.opt_steps,
+            "bpb_base": base.bpb, "bpb": score.bpb, "bpb_pct": 100.0 * score.bpb / base.bpb,
+            "sigma": posterior_sigma(self.q, self.candidates[selected], cfg.llambda),  # a diagnostic, untimed
+            "nll_nats": score.nll_nats, "nll_nats_base": base.nll_nats,
+            "t_retrieve": self.t_retrieve, "t_select": t_select, "t_finetune": result.seconds,
+            "t_eval": score.seconds,
+            "t_total": self.t_retrieve + t_select + result.seconds + score.seconds,
+            "t_capture": result.capture_seconds, "captured": self.engine.captured, "diverged": result.diverged,
+            "train_loss": result.mean_loss, "train_tokens": result.tokens,
+            "query_bytes": score.bytes, "query_bytes_base": base.bytes, "query_tokens": score.tokens,
+            "same_domain": float(np.mean(self.space.pool.domain.values[self.rows[selected]] == self.query.domain))
+            if n else float("nan"),
+            "diagnostics": str(selection.diagnostics if selection is not None else {}),
+        }
+
+
+def run_query(query, cfg, space, loaded, embedder, selector, engine, base, forward=None) -> List[Dict]:
+    return QueryRun(query, cfg, space, loaded, embedder, selector, engine, base, forward).records()
