@@ -15,7 +15,7 @@ import pandas as pd
 from hullft.compose import compose_config
 from hullft.config import PrefixToken
 from hullft.data import load_data_space
-from hullft.documents import unit_hash
+from hullft.data.documents import unit_hash
 from hullft.embedder import Embedder
 from hullft.models import load_model
 from hullft.scoring import prefix_token_id, score_text

@@ -60,10 +60,9 @@ class CorpusKind(Enum):
     jsonl = "jsonl"
 
 
-class IndexKind(Enum):
-    flat = "flat"
-    ivf = "ivf"
-    hnsw = "hnsw"
+class EmbeddingDType(Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"  # half the disk and RAM; candidates are read back as fp32 for the selectors
 
 
 @dataclass
@@ -80,10 +79,15 @@ class DataConfig:
     max_docs_per_domain: int = 4000
     max_docs_per_source: int = 10    # a huge file (one 2 MB copyright file) must not fill a domain
     seed: int = 0
-    index: IndexKind = IndexKind.flat
+    index: str = "flat"             # flat | ivf | hnsw | any faiss index_factory string, e.g. IVF65536_HNSW32,PQ64
+    index_train_size: int = 100000  # rows a trainable index learns from (a seeded sample)
     ivf_nlist: int = 64
     ivf_nprobe: int = 16
     hnsw_m: int = 32
+    embedding_dtype: EmbeddingDType = EmbeddingDType.fp32
+    unit_docs: int = 2000           # pool documents per build unit (the grain of sharded builds)
+    shard: int = 0                  # `python -m hullft.data build` builds the units of this shard only ...
+    num_shards: int = 1             # ... when there are several (then `python -m hullft.data merge`)
 
 
 class Optimizer(Enum):

@@ -18,7 +18,6 @@ import numpy as np
 from hullft.adaptive import select_adaptive
 from hullft.engine import FinetuneResult, step_plan
 from hullft.errors import UserError
-from hullft.index import top_k
 from hullft.multiset import Multiset
 from hullft.posterior import posterior_sigma
 from hullft.scoring import score_text
@@ -43,8 +42,8 @@ class QueryRun:
         self.selector, self.engine, self.forward = selector, engine, forward
         start = time.perf_counter()
         self.q = embed_query(query.text, loaded, embedder, cfg.data.max_length)
-        _, self.rows = top_k(space.index, self.q, cfg.k)
-        self.candidates = space.embeddings[self.rows]
+        _, self.rows = space.search(self.q, cfg.k)
+        self.candidates = space.candidates(self.rows)
         self.t_retrieve = time.perf_counter() - start
         self.base = base.get(query.text)
 
@@ -89,7 +88,7 @@ class QueryRun:
             part, seconds = prefixes[m]
             found.append(self.record(part, seconds, m, so_far, self.score(), final=False))
 
-        result = self.engine.finetune([self.space.pool.tokens[r] for r in self.rows[selection.indices]],
+        result = self.engine.finetune([self.space.pool.tokens(r) for r in self.rows[selection.indices]],
                                       selection.counts.tolist(),
                                       None if selection.picks is None else selection.picks.tolist(),
                                       self.cfg.data.max_length, checkpoints=list(prefixes or ()),
@@ -121,7 +120,7 @@ class QueryRun:
             "t_capture": result.capture_seconds, "captured": self.engine.captured, "diverged": result.diverged,
             "train_loss": result.mean_loss, "train_tokens": result.tokens,
             "query_bytes": score.bytes, "query_bytes_base": base.bytes, "query_tokens": score.tokens,
-            "same_domain": float(np.mean(self.space.pool.domain.values[self.rows[selected]] == self.query.domain))
+            "same_domain": float(np.mean(self.space.pool.domains[self.rows[selected]] == self.query.domain))
             if n else float("nan"),
             "diagnostics": str(selection.diagnostics if selection is not None else {}),
         }

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from hullft.base_score import BaseScoreCache
 from hullft.cache import REPO_ROOT, content_hash
 from hullft.data import DataSpace, load_data_space
-from hullft.documents import unit_hash
+from hullft.data.documents import unit_hash
 from hullft.embedder import Embedder
 from hullft.cuda_graphs import CapturedLogits
 from hullft.engine import FinetuneEngine

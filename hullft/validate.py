@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -18,13 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from hullft.config import (ByteCount, Config, CorpusKind, DataConfig, EmbedderConfig, EmbedderKind, EngineConfig,
                            EvalConfig, LoggerConfig, ModelConfig, ModelKind, Protocol)
-from hullft.corpus import DOMAINS
+from hullft.data.corpus import DOMAINS
+from hullft.data.jsonl import corpus_path_problems
 from hullft.errors import ConfigError
 
 GROUP_SCHEMAS = {"model": ModelConfig, "embedder": EmbedderConfig, "data": DataConfig, "engine": EngineConfig,
                  "eval": EvalConfig, "logger": LoggerConfig}
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-CORPUS_SUFFIXES = (".jsonl", ".jsonl.zst", ".json", ".json.zst")
 
 
 def _int_at_least(low: int) -> Callable:
@@ -55,6 +54,11 @@ RULES = [
     ("data.ivf_nlist", _int_at_least(1), "a positive number of lists", "data.ivf_nlist=64"),
     ("data.ivf_nprobe", _int_at_least(1), "a positive number of probes", "data.ivf_nprobe=16"),
     ("data.hnsw_m", _int_at_least(2), "at least 2 links per node", "data.hnsw_m=32"),
+    ("data.index", lambda v: bool(str(v).strip()), "flat, ivf, hnsw or a faiss index_factory string", "data.index=flat"),
+    ("data.index_train_size", _int_at_least(1), "a positive number of rows", "data.index_train_size=100000"),
+    ("data.unit_docs", _int_at_least(1), "a positive number of documents per build unit", "data.unit_docs=2000"),
+    ("data.num_shards", _int_at_least(1), "a positive number of build shards", "data.num_shards=4"),
+    ("data.shard", _int_at_least(0), "a build shard index >= 0", "data.shard=0"),
     ("engine.lr", _finite(0, True), "a finite learning rate > 0", "engine.lr=5e-5"),
     ("engine.eps", _finite(0, True), "a finite epsilon > 0", "engine.eps=1e-8"),
     ("engine.weight_decay", _finite(0, False), "finite and >= 0", "engine.weight_decay=0.0"),
@@ -109,21 +113,6 @@ def _path_problems(cfg: DictConfig) -> List[str]:
     return problems
 
 
-def corpus_path_problems(path: str) -> List[str]:
-    if not path:
-        return ["data.path is empty: data=jsonl needs data.path=/path/to/corpus.jsonl[.zst]"]
-    p = Path(path)
-    if p.is_dir():
-        return [f"data.path={path} is a directory: give a .jsonl or .jsonl.zst file inside it"]
-    if not p.exists():
-        return [f"data.path={path} does not exist: point it at a .jsonl or .jsonl.zst file"]
-    if not p.name.endswith(CORPUS_SUFFIXES):
-        return [f"data.path={path}: expected a file ending in {' or '.join(CORPUS_SUFFIXES[:2])} (The Pile's format)"]
-    if not os.access(p, os.R_OK):
-        return [f"data.path={path} is not readable: fix its permissions"]
-    return []
-
-
 def _combination_problems(cfg: DictConfig) -> List[str]:
     problems = []
     budget, k = cfg.budget, cfg.k
@@ -132,6 +121,9 @@ def _combination_problems(cfg: DictConfig) -> List[str]:
     shard, shards = cfg.shard, cfg.num_shards
     if isinstance(shard, int) and isinstance(shards, int) and shards >= 1 and shard >= shards:
         problems.append(f"shard={shard}: must lie in [0, num_shards={shards}); lower shard or raise num_shards")
+    shard, shards = cfg.data.shard, cfg.data.num_shards
+    if isinstance(shard, int) and isinstance(shards, int) and shards >= 1 and shard >= shards:
+        problems.append(f"data.shard={shard}: must lie in [0, data.num_shards={shards})")
     lo, hi = cfg.data.min_length, cfg.data.max_length
     if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
         problems.append(f"data.min_length={lo} > data.max_length={hi}: no sequence could be kept; lower min_length")

@@ -15,9 +15,9 @@ import pytest
 import zstandard
 
 from hullft.compose import compose_config
-from hullft.documents import build_documents
+from hullft.data.documents import build_documents
 from hullft.errors import UserError, user_message
-from hullft.jsonl import read_pile_jsonl
+from hullft.data.jsonl import read_pile_jsonl
 from hullft.records import RecordsOfAnotherRun
 from hullft.runner import run_job
 from hullft.validate import check_writable, config_problems

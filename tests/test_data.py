@@ -6,10 +6,11 @@ import pytest
 import zstandard
 
 from hullft.compose import compose_config
+from hullft.data import build as stages
 from hullft.data import load_data_space
-from hullft.documents import build_documents, cut_document
+from hullft.data.documents import build_documents, cut_document
 from hullft.embedder import Embedder
-from hullft.jsonl import read_pile_jsonl
+from hullft.data.jsonl import read_pile_jsonl
 from hullft.models import load_model
 
 
@@ -86,18 +87,20 @@ def test_cut_document_keeps_all_text_in_bounded_pieces():
 def test_split_is_document_disjoint_and_deduplicated(setup, tiny_overrides):
     cfg = setup[0]
     space = build(cfg, setup)
-    docs = space.documents
+    docs = stages.documents(cfg.data, space.keys)
     assert docs.text.is_unique
     query_sources = set(docs[docs.split == "query"].source)
     pool_sources = set(docs[docs.split == "pool"].source)
     assert query_sources and pool_sources and not query_sources & pool_sources
     query_ids = set(space.queries.doc_id)
-    assert not query_ids & set(space.pool.doc_id)
+    assert not query_ids & set(space.pool.table.doc_id)
     pool_doc_texts = set(docs[docs.split == "pool"].text)
     assert not pool_doc_texts & set(space.queries.text)
-    assert set(space.pool.domain) == {"Github", "Docs", "Licenses"}
-    assert max(map(len, space.pool.tokens)) <= cfg.data.max_length
-    assert space.embeddings.shape == (len(space.pool), 384) and space.index.ntotal == len(space.pool)
+    assert set(space.pool.domains) == {"Github", "Docs", "Licenses"}
+    assert max(space.pool.lengths) <= cfg.data.max_length
+    assert space.embeddings.shape == (len(space.pool), 384)
+    _, rows = space.search(space.candidates(np.array([3]))[0], 5)
+    assert rows[0] == 3 and len(rows) == 5
     stats = space.stats()
     assert stats.pool_sequences.sum() == len(space.pool) and (stats.query_documents > 0).all()
 
@@ -111,20 +114,22 @@ def test_cache_is_reused_and_invalidated_by_what_it_depends_on(setup, tiny_overr
     np.testing.assert_array_equal(first.embeddings, second.embeddings)
     changed = build(compose_config(tiny_overrides + ["data.max_length=80"]), setup)
     assert embedder.calls > calls and len(changed.pool) != 0
-    assert max(map(len, changed.pool.tokens)) <= 80
+    assert max(changed.pool.lengths) <= 80
 
 
 def test_corrupt_cache_file_is_rebuilt(setup, isolated_cache, capsys):
     cfg = setup[0]
     good = build(cfg, setup)
+    good_embeddings = np.array(good.embeddings)  # in RAM: the file under the memory map is damaged in place below
+    good_query = good.candidates(np.array([0]))[0]
     for path in (isolated_cache / "dataspace").glob("embeddings-*.npy"):
         path.write_bytes(path.read_bytes()[:100])  # truncated
     for path in (isolated_cache / "dataspace").glob("index-*.faiss"):
         path.write_bytes(b"garbage")
     rebuilt = build(cfg, setup)
     assert "is damaged (checksum mismatch" in capsys.readouterr().err
-    np.testing.assert_allclose(rebuilt.embeddings, good.embeddings, atol=1e-6)
-    assert rebuilt.index.ntotal == len(good.pool)
+    np.testing.assert_allclose(rebuilt.embeddings, good_embeddings, atol=1e-6)
+    assert len(rebuilt.search(good_query, 3)[1]) == 3
     assert not list((isolated_cache / "dataspace").glob(".*.tmp"))  # nothing half-written left behind
 
 
@@ -137,7 +142,7 @@ def test_changed_corpus_file_rebuilds_documents(setup, tiny_overrides, tmp_path,
         f.write(json.dumps({"text": "A brand new licence paragraph. " * 30, "meta": {"pile_set_name": "Licenses"}})
                 + "\n")
     after = build(cfg, setup)
-    assert len(after.documents) == len(before.documents) + 1
+    assert len(stages.documents(cfg.data, after.keys)) == len(stages.documents(cfg.data, before.keys)) + 1
 
 
 @pytest.mark.parametrize("override,message", [("data=nope", "Could not find 'data/nope'"),

@@ -6,15 +6,16 @@ document cut from the same source, is in the training pool.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import sys
-from typing import Iterable, Iterator, List, Tuple
+from typing import Dict, Iterable, Iterator, List, Tuple
 
 import pandas as pd
 
 from hullft.config import CorpusKind, DataConfig
-from hullft.corpus import DOMAINS
+from hullft.data.corpus import DOMAINS
 from hullft.errors import UserError
-from hullft.jsonl import read_pile_jsonl
+from hullft.data.jsonl import read_pile_jsonl
 
 
 def unit_hash(*parts) -> float:
@@ -75,32 +76,45 @@ def corpus_sources(cfg: DataConfig) -> Iterable[Tuple[str, str, str]]:
 
 
 def build_documents(cfg: DataConfig) -> pd.DataFrame:
-    """Columns: domain, source, doc_id, text, split ('pool' or 'query')."""
-    rows, seen, found = [], set(), set()
+    """Columns: domain, source, doc_id, text, split ('pool' or 'query'), in (domain, seeded order) order.
+
+    The corpus is read once, in a stream: exact duplicates are dropped as they come (a 16-byte digest per
+    document seen), and each domain keeps only its `max_docs_per_domain` first documents in the seeded order
+    in a bounded heap, so memory holds at most that many documents' text per domain, whatever the corpus size.
+    """
+    kept: Dict[str, list] = {}
+    seen, found, counter = set(), set(), 0
     for domain, source, text in corpus_sources(cfg):
         found.add(domain)
         if cfg.domains and domain not in cfg.domains:
             continue
         for i, piece in enumerate(cut_document(text, cfg.max_doc_chars)[:cfg.max_docs_per_source]):
-            digest = hashlib.sha256(piece.encode()).digest()
+            digest = hashlib.sha256(piece.encode()).digest()[:16]
             if digest in seen:
                 continue
             seen.add(digest)
-            rows.append((domain, source, f"{source}#{i}", piece))
+            doc_id = f"{source}#{i}"
+            item = (-unit_hash(cfg.seed, "doc", doc_id), counter, (domain, source, doc_id, piece))
+            counter += 1
+            heap = kept.setdefault(domain, [])
+            if len(heap) < cfg.max_docs_per_domain:
+                heapq.heappush(heap, item)
+            elif item[0] > heap[0][0]:  # earlier in the seeded order than the latest kept
+                heapq.heapreplace(heap, item)
     missing = sorted(set(cfg.domains) - found)
     if missing:
         raise UserError(f"data.domains names {missing}, which the corpus does not hold (it has {sorted(found)}); "
                         f"drop them or fix their spelling")
-    if not rows:
+    if not kept:
         raise UserError(f"the corpus '{cfg.name}' is empty: no document with text was found")
-    docs = pd.DataFrame(rows, columns=["domain", "source", "doc_id", "text"])
-    docs["order"] = [unit_hash(cfg.seed, "doc", d) for d in docs.doc_id]
-    docs = docs.sort_values(["domain", "order"]).groupby("domain", group_keys=False).head(cfg.max_docs_per_domain)
+    rows = [(*row, -neg) for domain in sorted(kept) for neg, _, row in kept[domain]]
+    docs = pd.DataFrame(rows, columns=["domain", "source", "doc_id", "text", "order"])
+    docs = docs.sort_values(["domain", "order"], kind="stable").reset_index(drop=True)
     held_out = [unit_hash(cfg.seed, "split", d, s) < cfg.query_fraction for d, s in zip(docs.domain, docs.source)]
     docs["split"] = ["query" if h else "pool" for h in held_out]
     for domain, group in docs.groupby("domain"):
         splits = set(group.split)
         if splits != {"pool", "query"}:
-            raise ValueError(f"domain '{domain}' has {group.source.nunique()} source(s), too few to hold out "
-                             f"queries and keep a pool; add text or change data.query_fraction")
-    return docs.drop(columns="order").reset_index(drop=True)
+            raise UserError(f"domain '{domain}' has {group.source.nunique()} source(s), too few to hold out "
+                            f"queries and keep a pool; add text or change data.query_fraction")
+    return docs.drop(columns="order")

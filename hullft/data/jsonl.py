@@ -3,13 +3,29 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Iterator, List, Tuple
 
 from hullft.errors import UserError
-from hullft.validate import corpus_path_problems
 
 DEFAULT_DOMAIN = "default"
+CORPUS_SUFFIXES = (".jsonl", ".jsonl.zst", ".json", ".json.zst")
+
+
+def corpus_path_problems(path: str) -> List[str]:
+    if not path:
+        return ["data.path is empty: data=jsonl needs data.path=/path/to/corpus.jsonl[.zst]"]
+    p = Path(path)
+    if p.is_dir():
+        return [f"data.path={path} is a directory: give a .jsonl or .jsonl.zst file inside it"]
+    if not p.exists():
+        return [f"data.path={path} does not exist: point it at a .jsonl or .jsonl.zst file"]
+    if not p.name.endswith(CORPUS_SUFFIXES):
+        return [f"data.path={path}: expected a file ending in {' or '.join(CORPUS_SUFFIXES[:2])} (The Pile's format)"]
+    if not os.access(p, os.R_OK):
+        return [f"data.path={path} is not readable: fix its permissions"]
+    return []
 
 
 class _ZstFrames(io.RawIOBase):

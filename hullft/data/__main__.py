@@ -1,0 +1,78 @@
+"""python -m hullft.data build|merge|stats [hydra overrides]
+
+    build   the data space in this process (or, with data.num_shards=N, the units of data.shard=i only):
+            python -m hullft.data build -m data.shard=0,1,2,3 data.num_shards=4 hydra/launcher=joblib
+            (hydra/launcher=submitit_slurm on a cluster)
+    merge   after every shard: the sample over all units, token store, embeddings, index, manifest
+    stats   per domain: documents, sources, bytes, query documents, pool sequences and tokens; and the
+            index's recall@k against exact search on a sample of query documents
+"""
+import os
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+from hullft.cache import REPO_ROOT, cache_root
+from hullft.config import register_configs
+from hullft.data import build
+from hullft.data.index import recall_at_k
+from hullft.data.space import load_data_space
+from hullft.embedder import Embedder
+from hullft.jobs import guarded, run_cli
+from hullft.models import load_model
+from hullft.validate import check_config
+
+ACTIONS = ("build", "merge", "stats")
+RECALL_QUERIES = 32
+
+
+def act(action: str, cfg: DictConfig) -> None:
+    check_config(cfg)
+    loaded = load_model(cfg.model)
+    embedder = Embedder(cfg.embedder)
+    data = cfg.data
+    keys = build.Keys.of(data, loaded.fingerprint, embedder.fingerprint)
+    if action == "build" and data.num_shards > 1:
+        units = build.build_units(data, keys, loaded.tokenizer, embedder, data.shard, data.num_shards)
+        print(f"shard {data.shard} of {data.num_shards}: units {units} built; run `python -m hullft.data merge` "
+              f"once every shard is done")
+        return
+    if action == "merge":
+        build.merge(data, keys, len(loaded.tokenizer), embedder.dim)
+    space = load_data_space(data, loaded.tokenizer, loaded.fingerprint, embedder)
+    print(f"data space {space.key}: {len(space.queries)} query documents, {len(space.pool)} pool sequences, "
+          f"index {data.index}")
+    if action == "stats":
+        from hullft.per_query import embed_query
+
+        print(space.stats().to_string())
+        sample = space.queries.sample(min(RECALL_QUERIES, len(space.queries)), random_state=0)
+        queries = np.stack([embed_query(t, loaded, embedder, data.max_length) for t in sample.text])
+        k = min(cfg.k, len(space.pool))
+        print(f"recall@{k} of data.index={data.index} against exact search, {len(queries)} query documents: "
+              f"{recall_at_k(space.search, space.embeddings, queries, k):.4f}")
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in ACTIONS:
+        sys.exit(f"usage: python -m hullft.data {'|'.join(ACTIONS)} [hydra overrides]")
+    action = sys.argv.pop(1)
+    os.environ.setdefault("HULLFT_ROOT", str(REPO_ROOT))
+    register_configs()
+    jobs = Path(cache_root()) / "jobs"  # Hydra's job folders for these builds stay out of outputs/
+    sys.argv += [a for a, key in ((f"hydra.run.dir={jobs}/run", "hydra.run.dir"),
+                                  (f"hydra.sweep.dir={jobs}/sweep", "hydra.sweep.dir"))
+                 if not any(arg.startswith(key) for arg in sys.argv)]
+
+    @hydra.main(config_path=str(REPO_ROOT / "conf"), config_name="config", version_base="1.3")
+    def app(cfg: DictConfig):
+        return guarded(lambda: act(action, cfg))
+
+    run_cli(app)
+
+
+if __name__ == "__main__":
+    main()

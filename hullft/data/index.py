@@ -1,0 +1,118 @@
+"""Top-K retrieval over the pool embeddings.
+
+The faiss index is named by `data.index`: `flat` (exact, default), `ivf`, `hnsw`, or any faiss
+`index_factory` string (e.g. `IVF65536_HNSW32,PQ64`), always with inner-product metric. Trainable indexes
+learn from a seeded sample of `data.index_train_size` rows; vectors are added in chunks.
+
+Search: on a CUDA machine an exact (`flat`) search runs on the GPU as one matmul and torch.topk over the
+embeddings (fp16 where fp32 would not fit), no faiss GPU build needed. Other indexes search with faiss on
+the CPU, or on the GPU where the installed faiss can run there (else a one-line notice).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Tuple
+
+import numpy as np
+import torch
+
+import faiss
+from hullft.config import DataConfig
+from hullft.errors import UserError
+
+log = logging.getLogger(__name__)
+ADD_CHUNK = 1 << 16
+SHORTHANDS = {"flat": lambda cfg, rows: "Flat",
+              "ivf": lambda cfg, rows: f"IVF{max(1, min(cfg.ivf_nlist, rows // 39))},Flat",
+              "hnsw": lambda cfg, rows: f"HNSW{cfg.hnsw_m},Flat"}
+
+
+def factory_string(cfg: DataConfig, rows: int) -> str:
+    name = str(cfg.index)
+    return SHORTHANDS[name](cfg, rows) if name in SHORTHANDS else name
+
+
+def build_index(embeddings: np.ndarray, cfg: DataConfig) -> faiss.Index:
+    rows, d = embeddings.shape
+    spec = factory_string(cfg, rows)
+    try:
+        index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        raise UserError(f"data.index={cfg.index}: faiss cannot build '{spec}' for d={d} "
+                        f"({str(e).strip().splitlines()[-1][:120]}); use flat, ivf, hnsw or a valid "
+                        f"index_factory string") from None
+    if not index.is_trained:
+        pick = np.sort(np.random.default_rng(cfg.seed).choice(rows, size=min(rows, cfg.index_train_size),
+                                                              replace=False))
+        index.train(np.ascontiguousarray(embeddings[pick], dtype=np.float32))
+    for start in range(0, rows, ADD_CHUNK):
+        index.add(np.ascontiguousarray(embeddings[start:start + ADD_CHUNK], dtype=np.float32))
+    return index
+
+
+def read_index(path) -> faiss.Index:
+    """Memory-mapped where faiss can (IVF lists), read whole elsewhere."""
+    try:
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    except RuntimeError:
+        return faiss.read_index(str(path))
+
+
+class FaissSearch:
+    def __init__(self, index: faiss.Index, cfg: DataConfig):
+        if hasattr(index, "nprobe"):
+            index.nprobe = cfg.ivf_nprobe
+        self.index = self._on_gpu_if_possible(index, cfg)
+
+    @staticmethod
+    def _on_gpu_if_possible(index, cfg):
+        if not (hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0):
+            return index
+        try:
+            gpu = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+            gpu.search(np.zeros((1, index.d), np.float32), 1)
+            return gpu
+        except Exception as e:  # e.g. a wheel without kernels for this GPU
+            log.warning("data.index=%s: faiss cannot search on this GPU (%s); searching on the CPU",
+                        cfg.index, str(e).strip().splitlines()[-1][:100])
+            return index
+
+    def __call__(self, query: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        scores, rows = self.index.search(np.ascontiguousarray(query[None, :], dtype=np.float32), k)
+        keep = rows[0] >= 0
+        return scores[0][keep], rows[0][keep]
+
+
+class TorchExactSearch:
+    """Exact inner-product top-K on a GPU: the embeddings live on the device, one matmul per query."""
+
+    def __init__(self, embeddings: np.ndarray, device: torch.device):
+        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else float("inf")
+        dtype = torch.float32 if embeddings.shape[0] * embeddings.shape[1] * 4 < 0.5 * free else torch.float16
+        self.device = device
+        self.matrix = torch.empty(embeddings.shape, dtype=dtype, device=device)
+        for start in range(0, len(embeddings), ADD_CHUNK):
+            chunk = np.ascontiguousarray(embeddings[start:start + ADD_CHUNK])
+            self.matrix[start:start + len(chunk)] = torch.from_numpy(chunk).to(device, dtype)
+
+    def __call__(self, query: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        q = torch.from_numpy(np.ascontiguousarray(query)).to(self.device, self.matrix.dtype)
+        scores, rows = torch.topk((self.matrix @ q).float(), min(k, len(self.matrix)))
+        return scores.cpu().numpy(), rows.cpu().numpy().astype(np.int64)
+
+
+def make_search(index: faiss.Index, embeddings: np.ndarray, cfg: DataConfig):
+    if str(cfg.index) == "flat" and torch.cuda.is_available():
+        return TorchExactSearch(embeddings, torch.device("cuda"))
+    return FaissSearch(index, cfg)
+
+
+def recall_at_k(search, embeddings: np.ndarray, queries: np.ndarray, k: int) -> float:
+    """Mean share of the exact top-k (brute force over the embeddings) that the search returns."""
+    exact = np.zeros((len(queries), k), dtype=np.int64)
+    for i, q in enumerate(queries):
+        scores = np.concatenate([np.asarray(embeddings[s:s + ADD_CHUNK], np.float32) @ q
+                                 for s in range(0, len(embeddings), ADD_CHUNK)])
+        exact[i] = np.argsort(-scores, kind="stable")[:k]
+    found = [len(set(search(q, k)[1].tolist()) & set(row.tolist())) / k for q, row in zip(queries, exact)]
+    return float(np.mean(found))

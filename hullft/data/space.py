@@ -1,0 +1,81 @@
+"""The data space a job retrieves from: held-out queries, the pool's token store, its embeddings and a search.
+
+Loaded from the manifest a build writes (build.py); built first, in this process, where it is missing.
+Its `key` is a hash of the content of every file, so results are identified by what they were measured
+on (hullft/records.py). At query time only the queries' text is in memory: tokens and embeddings are
+memory-mapped and read row by row.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from hullft.cache import content_hash, verified_digest
+from hullft.config import DataConfig
+from hullft.data import build
+from hullft.data.index import make_search, read_index
+from hullft.data.token_store import TokenStore
+
+
+@dataclass
+class DataSpace:
+    queries: pd.DataFrame    # domain, source, doc_id, text: held-out documents
+    pool: TokenStore         # training sequences: tokens(row), domains, table (domain, doc_id, start, ...)
+    embeddings: np.ndarray   # (len(pool), d) unit rows, memory-mapped, fp32 or fp16
+    search: Callable         # search(query, k) -> (scores, rows)
+    key: str
+    cfg: DataConfig
+    keys: build.Keys
+
+    def candidates(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.embeddings[rows], dtype=np.float32)
+
+    def stats(self) -> pd.DataFrame:
+        docs = build.documents(self.cfg, self.keys)
+        docs = docs.assign(bytes=docs.text.map(lambda t: len(t.encode())))
+        table = docs.groupby("domain").agg(documents=("doc_id", "size"), sources=("source", "nunique"),
+                                           bytes=("bytes", "sum"))
+        table["query_documents"] = self.queries.groupby("domain").size()
+        table["pool_sequences"] = self.pool.table.groupby("domain").size()
+        table["pool_tokens"] = self.pool.table.groupby("domain").length.sum()
+        return table.fillna(0).astype(int)
+
+
+def _load(cfg: DataConfig, keys: build.Keys) -> DataSpace:
+    manifest = json.loads(build.manifest_path(keys).read_text())
+    root = build.root()
+    paths = {"tokens": root / f"tokens-{keys.seq}.bin", "sequences": root / f"sequences-{keys.seq}.parquet",
+             "embeddings": root / f"embeddings-{keys.emb}.npy", "index": root / f"index-{keys.index}.faiss"}
+    for name, path in paths.items():
+        if verified_digest(path) != manifest["files"][name]:
+            raise ValueError(f"{path.name} is not the file the manifest names")
+    queries, queries_digest = build.queries(cfg, keys)
+    pool = TokenStore(paths["tokens"], pd.read_parquet(paths["sequences"]), np.dtype(manifest["token_dtype"]))
+    embeddings = np.load(paths["embeddings"], mmap_mode="r")
+    if embeddings.shape != (len(pool), manifest["dim"]):
+        raise ValueError(f"embeddings have shape {embeddings.shape}, expected {(len(pool), manifest['dim'])}")
+    index = read_index(paths["index"])
+    if index.ntotal != len(pool):
+        raise ValueError(f"index holds {index.ntotal} rows, expected {len(pool)}")
+    key = content_hash(queries_digest, manifest["files"])
+    return DataSpace(queries, pool, embeddings, make_search(index, embeddings, cfg), key, cfg, keys)
+
+
+def load_data_space(cfg: DataConfig, tokenizer, tokenizer_fingerprint: str, embedder) -> DataSpace:
+    """The data space for this recipe, tokenizer and embedder: loaded, or built here first."""
+    keys = build.Keys.of(cfg, tokenizer_fingerprint, embedder.fingerprint)
+    if build.manifest_path(keys).exists():
+        try:
+            return _load(cfg, keys)
+        except (OSError, ValueError) as e:
+            print(f"data space {keys.index} is damaged ({str(e).splitlines()[0]}); rebuilding what is needed",
+                  file=sys.stderr)
+            build.manifest_path(keys).unlink(missing_ok=True)
+    build.build_units(cfg, keys, tokenizer, embedder)
+    build.merge(cfg, keys, len(tokenizer), embedder.dim)
+    return _load(cfg, keys)

@@ -1,0 +1,58 @@
+"""Pool sequences as one flat, memory-mapped token array plus a small table (the Megatron/nanoGPT layout).
+
+    tokens-<key>.bin        every sequence's tokens back to back, uint16 where the vocabulary fits, else uint32
+    sequences-<key>.parquet one row per sequence: domain, doc_id, start, offset, length
+
+A query reads only the rows it trains on: the array stays on disk and the OS pages in what is touched, so a
+pool of millions of sequences costs RAM for its table alone (~40 bytes a row), not ~100 bytes per token.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, List, Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def write_tokens(path: Path, sequences: Iterable[Sequence[int]], dtype: np.dtype) -> np.ndarray:
+    """Write the sequences back to back; returns their lengths."""
+    lengths = []
+    with open(path, "wb") as f:
+        for seq in sequences:
+            arr = np.asarray(seq, dtype=np.int64)
+            if len(arr) and (arr.min() < 0 or arr.max() > np.iinfo(dtype).max):
+                raise ValueError(f"token ids out of range for {dtype}")
+            f.write(arr.astype(dtype).tobytes())
+            lengths.append(len(arr))
+    return np.asarray(lengths, dtype=np.int64)
+
+
+def with_offsets(table: pd.DataFrame, lengths: np.ndarray) -> pd.DataFrame:
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return table.assign(offset=offsets, length=lengths.astype(np.int64))
+
+
+class TokenStore:
+    def __init__(self, tokens_path: Path, table: pd.DataFrame, dtype: np.dtype):
+        self.table = table.reset_index(drop=True)
+        total = int(self.table.length.sum()) if len(self.table) else 0
+        expected = total * np.dtype(dtype).itemsize
+        if Path(tokens_path).stat().st_size != expected:
+            raise ValueError(f"{Path(tokens_path).name} holds {Path(tokens_path).stat().st_size} bytes, "
+                             f"the table needs {expected}")
+        self.flat = np.memmap(tokens_path, dtype=dtype, mode="r", shape=(total,)) if total else np.zeros(0, dtype)
+        self.offsets = self.table.offset.to_numpy(np.int64)
+        self.lengths = self.table.length.to_numpy(np.int64)
+        self.domains = self.table.domain.to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def tokens(self, row: int) -> List[int]:
+        start = self.offsets[row]
+        return self.flat[start:start + self.lengths[row]].astype(np.int64).tolist()
