@@ -2,11 +2,13 @@
 
     documents  the corpus read in a stream, cut, de-duplicated, sampled and split (documents.py)
     queries    the held-out documents alone: the only text a job keeps in memory
-    units      the pool documents in fixed blocks of `data.unit_docs`; per unit: tokenise, chunk, keep each
-               domain's `max_pool_per_domain` first sequences in a seeded order, embed. Units are
-               independent, so `data.shard`/`data.num_shards` spread them over processes or cluster jobs.
-    merge      the same seeded sample over all units, then the token store (token_store.py), the embeddings
-               (one .npy, memory-mapped, `data.embedding_dtype`), the faiss index (index.py) and a manifest.
+    plan       which pool sequences the space keeps: every pool document tokenised and chunked, then each
+               domain's `max_pool_per_domain` first sequences in a seeded order (keys only, no tokens)
+    units      the pool documents in fixed blocks of `data.unit_docs`; per unit: tokenise, chunk, keep the
+               planned sequences, embed them. Units are independent, so `data.shard`/`data.num_shards`
+               spread them over processes or cluster jobs (each builds the small plan itself, if missing).
+    merge      the units in order: the token store (token_store.py), the embeddings (one .npy, memory-mapped,
+               `data.embedding_dtype`), the faiss index (index.py), and a manifest.
 
 A unit computes the same bytes whichever process runs it, so a sharded build merges into the data space a
 one-process build makes. Every file is written atomically with a checksum beside it; a damaged one is rebuilt.
@@ -138,20 +140,32 @@ def chunk(docs: pd.DataFrame, tokenizer, cfg: DataConfig) -> pd.DataFrame:
 
 
 def sample(seqs: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
-    """Each domain's max_pool_per_domain sequences first in the seeded order, in (domain, doc, start) order.
-    Applied per unit and again over all units, it keeps exactly the sequences one pass over all would keep."""
+    """Each domain's max_pool_per_domain sequences first in the seeded order, in (domain, doc, start) order."""
     kept = seqs.sort_values(["domain", "order"]).groupby("domain", group_keys=False).head(cfg.max_pool_per_domain)
     return kept.sort_values(["domain", "doc_id", "start"]).reset_index(drop=True)
+
+
+def plan(cfg: DataConfig, keys: Keys, tokenizer) -> pd.DataFrame:
+    """The kept sequences' (domain, doc_id, start), in the space's row order."""
+    def build():
+        docs = documents(cfg, keys)
+        return sample(chunk(docs[docs.split == "pool"], tokenizer, cfg), cfg)[["domain", "doc_id", "start"]]
+    return cached(root() / f"plan-{keys.seq}.parquet", build, save_parquet, pd.read_parquet)[0]
 
 
 def unit_paths(keys: Keys, u: int):
     return root() / f"unit-{keys.seq}-{u}.parquet", root() / f"unitemb-{keys.emb}-{u}.npy"
 
 
-def build_unit(u: int, cfg: DataConfig, keys: Keys, tokenizer, embedder, docs: pd.DataFrame) -> None:
+def build_unit(u: int, cfg: DataConfig, keys: Keys, tokenizer, embedder, docs: pd.DataFrame,
+               kept: pd.DataFrame) -> None:
     table_path, emb_path = unit_paths(keys, u)
-    table, _ = cached(table_path, lambda: sample(chunk(unit_documents(docs, cfg)[u], tokenizer, cfg), cfg),
-                      save_parquet, pd.read_parquet)
+
+    def select() -> pd.DataFrame:
+        seqs = chunk(unit_documents(docs, cfg)[u], tokenizer, cfg)
+        return seqs.merge(kept, on=["domain", "doc_id", "start"]).drop(columns="order")
+
+    table, _ = cached(table_path, select, save_parquet, pd.read_parquet)
 
     def embed() -> np.ndarray:
         texts = tokenizer.batch_decode([list(t) for t in table.tokens])
@@ -162,9 +176,10 @@ def build_unit(u: int, cfg: DataConfig, keys: Keys, tokenizer, embedder, docs: p
 
 def build_units(cfg: DataConfig, keys: Keys, tokenizer, embedder, shard: int = 0, num_shards: int = 1) -> List[int]:
     docs = documents(cfg, keys)
+    kept = plan(cfg, keys, tokenizer)
     mine = [u for u in range(len(unit_documents(docs, cfg))) if u % num_shards == shard]
     for u in mine:
-        build_unit(u, cfg, keys, tokenizer, embedder, docs)
+        build_unit(u, cfg, keys, tokenizer, embedder, docs, kept)
     return mine
 
 
@@ -173,7 +188,7 @@ def manifest_path(keys: Keys) -> Path:
 
 
 def merge(cfg: DataConfig, keys: Keys, vocab_size: int, dim: int) -> dict:
-    """The sample over all units -> token store, embeddings, index; the manifest last (it marks completion)."""
+    """The units in order -> token store, embeddings, index; the manifest last (it marks completion)."""
     n_units = count_units(cfg, keys)
     missing = [u for u in range(n_units) if not all(p.exists() for p in unit_paths(keys, u))]
     if missing:
@@ -183,7 +198,7 @@ def merge(cfg: DataConfig, keys: Keys, vocab_size: int, dim: int) -> dict:
     for u in range(n_units):
         table = pd.read_parquet(unit_paths(keys, u)[0])
         parts.append(table.assign(unit=u, row=np.arange(len(table))))
-    kept = sample(pd.concat(parts, ignore_index=True), cfg)
+    kept = pd.concat(parts, ignore_index=True).sort_values(["domain", "doc_id", "start"]).reset_index(drop=True)
     dtype = token_dtype(vocab_size)
     files = {}
 
