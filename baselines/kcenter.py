@@ -1,7 +1,7 @@
 """Greedy k-center: start at the 1-NN, then repeatedly add the candidate farthest from those picked."""
 import numpy as np
 
-from hullft.multiset import Multiset, check_selection_inputs
+from hullft.selection.multiset import Multiset, check_selection_inputs
 
 
 class KCenter:

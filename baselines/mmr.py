@@ -1,7 +1,7 @@
 """Maximal marginal relevance: trade relevance to the query against similarity to what is already picked."""
 import numpy as np
 
-from hullft.multiset import Multiset, check_selection_inputs
+from hullft.selection.multiset import Multiset, check_selection_inputs
 
 
 class MMR:

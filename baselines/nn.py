@@ -1,7 +1,7 @@
 """Nearest neighbours (TTT-NN): the top-n candidates by inner product, each once."""
 import numpy as np
 
-from hullft.multiset import Multiset, check_selection_inputs
+from hullft.selection.multiset import Multiset, check_selection_inputs
 
 
 class NearestNeighbours:

@@ -3,7 +3,7 @@ import hashlib
 
 import numpy as np
 
-from hullft.multiset import Multiset, check_selection_inputs
+from hullft.selection.multiset import Multiset, check_selection_inputs
 
 
 class RandomSubset:

@@ -11,7 +11,7 @@ import torch
 
 import faiss  # activeft imports faiss at import time
 from hullft.models import resolve_device
-from hullft.multiset import Multiset, check_selection_inputs
+from hullft.selection.multiset import Multiset, check_selection_inputs
 
 
 @contextmanager

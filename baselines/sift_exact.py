@@ -10,7 +10,7 @@ diagonal k_n(x_j, x_j) and the cross terms k_n(t, x_j). One step costs O(K d + K
 """
 import numpy as np
 
-from hullft.multiset import Multiset, check_selection_inputs
+from hullft.selection.multiset import Multiset, check_selection_inputs
 
 
 def sift_picks(query_rows: np.ndarray, candidates: np.ndarray, n: int, llambda: float):

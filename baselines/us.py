@@ -1,10 +1,10 @@
 """Uncertainty sampling (US), the classic active-learning rule: greedily pick the candidate of largest
 posterior variance k_n(x, x) given the picks so far, under SIFT's surrogate (linear kernel, noise lambda;
-hullft/posterior.py). Diversity only: relevance comes from the faiss pre-selection alone. Ties go to the
+hullft/selection/posterior.py). Diversity only: relevance comes from the faiss pre-selection alone. Ties go to the
 candidate nearest the query (so the first pick among unit rows is the nearest neighbour). Picks may repeat."""
 import numpy as np
 
-from hullft.multiset import Multiset, check_selection_inputs
+from hullft.selection.multiset import Multiset, check_selection_inputs
 
 TIE = 1e-6  # float32 unit rows differ in norm by ~1e-7: variances that close are ties
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from hullft.compose import compose_config
-from hullft.engine import FinetuneEngine
+from hullft.engine.finetune import FinetuneEngine
 from hullft.models import load_model, synchronize
 
 

@@ -26,9 +26,9 @@ from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 from benchmarks.bench_engine import bare_steps
 from hullft.compose import compose_config
 from hullft.config import DType
-from hullft.engine import FinetuneEngine
+from hullft.engine.finetune import FinetuneEngine
 from hullft.models import LoadedModel
-from hullft.train_steps import bucket_length
+from hullft.engine.train_steps import bucket_length
 
 SHAPES = {
     "smollm2-135m": lambda: LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536,

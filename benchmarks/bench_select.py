@@ -30,8 +30,8 @@ from baselines.mmr import MMR
 from baselines.nn import NearestNeighbours
 from baselines.sift import SIFT
 from baselines.sift_exact import SiftExact
-from hullft.selection_timing import timed_select
-from hullft.selector import HullFT
+from hullft.selection.timing import timed_select
+from hullft.selection.hullft import HullFT
 
 SELECTORS = {"nn": NearestNeighbours(), "hullft": HullFT(), "sift": SIFT(0.2), "sift_exact": SiftExact(0.2),
              "mmr": MMR(), "kcenter": KCenter()}

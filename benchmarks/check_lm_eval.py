@@ -18,7 +18,7 @@ from hullft.data import load_data_space
 from hullft.data.documents import unit_hash
 from hullft.embedder import Embedder
 from hullft.models import load_model
-from hullft.scoring import prefix_token_id, score_text
+from hullft.scoring.bpb import prefix_token_id, score_text
 
 
 def main(argv=None) -> float:

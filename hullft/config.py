@@ -52,6 +52,7 @@ class EmbedderConfig:
     max_tokens: int = 256
     batch_size: int = 64
     bf16: bool = False
+    int8: bool = False  # dynamic int8 quantisation of the Linear layers (CPU only)
     device: str = "auto"
 
 
@@ -116,7 +117,7 @@ class EngineConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     seed: int = 0
-    cuda_graphs: str = "auto"              # auto (on where CUDA is) | true | false; see hullft/cuda_graphs.py
+    cuda_graphs: str = "auto"              # auto (on where CUDA is) | true | false; see hullft/engine/cuda_graphs.py
     bucket: int = 128                      # captured steps pad each sequence to the next multiple of this
 
 

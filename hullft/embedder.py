@@ -37,8 +37,11 @@ class Embedder:
             raise ModelNotAvailable(
                 f"embedder={cfg.name}: '{source}' is not available offline ({type(e).__name__}); download it once "
                 f"with `huggingface-cli download {source}` or set embedder.hub_id to a local directory") from None
+        if cfg.int8 and self.device.type == "cpu":
+            self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
         self.dim = int(self.model.config.hidden_size)
-        self.fingerprint = f"{cfg.name}:{source if cfg.kind == EmbedderKind.hub else cfg.package}:{cfg.max_tokens}"
+        self.fingerprint = (f"{cfg.name}:{source if cfg.kind == EmbedderKind.hub else cfg.package}:{cfg.max_tokens}"
+                            + (":int8" if cfg.int8 and self.device.type == "cpu" else "") + (":bf16" if cfg.bf16 else ""))
 
     @torch.no_grad()
     def _batch(self, texts: Sequence[str]) -> np.ndarray:

@@ -37,7 +37,7 @@ class WandbLogger:
         self.run.log({"query": self.step, **{k: record[k] for k in WANDB_METRICS if k in record}})
 
     def finish(self, records: pd.DataFrame, out_dir: Path) -> None:
-        from hullft.report import pareto_plot, summarize
+        from hullft.report.tables import pareto_plot, summarize
 
         if len(records):
             points = summarize(records)

@@ -1,6 +1,6 @@
 """One query: embed it, retrieve K candidates, select, finetune, score, reset -> its records.
 
-Usually one record. With `alpha`, the selection's size is chosen per query (hullft/adaptive.py). With
+Usually one record. With `alpha`, the selection's size is chosen per query (hullft/selection/adaptive.py). With
 `checkpoints`, one record per checkpoint as well, each what a standalone run at that n would record:
 - a greedy selector (its first m picks are its selection at m) trains once to the budget and the prompt is
   also scored after step m, the clock stopped meanwhile; its m-selection is made and timed on its own and
@@ -15,13 +15,13 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from hullft.adaptive import select_adaptive
-from hullft.engine import FinetuneResult, step_plan
+from hullft.selection.adaptive import select_adaptive
+from hullft.engine.finetune import FinetuneResult, step_plan
 from hullft.errors import UserError
-from hullft.multiset import Multiset
-from hullft.posterior import posterior_sigma
-from hullft.scoring import score_text
-from hullft.selection_timing import timed_select
+from hullft.selection.multiset import Multiset
+from hullft.selection.posterior import posterior_sigma
+from hullft.scoring.bpb import score_text
+from hullft.selection.timing import timed_select
 
 
 def embed_query(text: str, loaded, embedder, max_length: int) -> np.ndarray:

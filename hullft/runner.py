@@ -14,13 +14,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from hullft.base_score import BaseScoreCache
+from hullft.scoring.base_score import BaseScoreCache
 from hullft.cache import REPO_ROOT, content_hash
 from hullft.data import DataSpace, load_data_space
 from hullft.data.documents import unit_hash
 from hullft.embedder import Embedder
-from hullft.cuda_graphs import CapturedLogits
-from hullft.engine import FinetuneEngine
+from hullft.engine.cuda_graphs import CapturedLogits
+from hullft.engine.finetune import FinetuneEngine
 from hullft.errors import UserError
 from hullft.loggers import make_logger
 from hullft.models import load_model

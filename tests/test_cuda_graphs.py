@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from hullft.compose import compose_config
-from hullft.cuda_graphs import CapturedLogits
-from hullft.engine import FinetuneEngine, graphs_wanted
+from hullft.engine.cuda_graphs import CapturedLogits
+from hullft.engine.finetune import FinetuneEngine, graphs_wanted
 from hullft.models import load_model
-from hullft.scoring import score_text
-from hullft.train_steps import bucket_length, padded
+from hullft.scoring.bpb import score_text
+from hullft.engine.train_steps import bucket_length, padded
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 WHERE = [pytest.param("cpu", True, id="cpu-emulated"),

@@ -97,7 +97,7 @@ def test_sharded_build_merges_into_the_one_process_build(tmp_path, tiny_override
     assert "pool sequences" in out
     one, sharded = tmp_path / "one" / "dataspace", tmp_path / "sharded" / "dataspace"
     assert len(list(one.glob("unit-*.parquet"))) >= 3  # several units, so the shards shared the work
-    for pattern in ("sequences-*.parquet", "tokens-*.bin", "embeddings-*.npy", "index-*.faiss", "queries-*.parquet"):
+    for pattern in ("pool-*.parquet", "tokens-*.bin", "embeddings-*.npy", "index-*.faiss", "queries-*.parquet"):
         (a,), (b,) = sorted(one.glob(pattern)), sorted(sharded.glob(pattern))
         assert a.name == b.name and a.read_bytes() == b.read_bytes(), pattern
 

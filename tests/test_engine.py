@@ -5,7 +5,7 @@ import torch
 
 from hullft.compose import compose_config
 from hullft.config import StepOrder
-from hullft.engine import FinetuneEngine, fresh_passes, step_plan
+from hullft.engine.finetune import FinetuneEngine, fresh_passes, step_plan
 from hullft.models import load_model
 
 

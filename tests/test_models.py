@@ -7,7 +7,7 @@ import torch
 from hullft.compose import compose_config
 from hullft.embedder import Embedder
 from hullft.models import ModelNotAvailable, load_model
-from hullft.scoring import score_text
+from hullft.scoring.bpb import score_text
 
 SAMPLES = ["def f(x):\n    return x ** 2  # squares\n", "Naïve café — “quotes” ✓ 日本語\n\tindented",
            "In the beginning God created the heaven and the earth.", "  leading spaces and trailing  \n\n"]

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hullft.report import domain_table, main, paired_table
+from hullft.report.tables import domain_table, main, paired_table
 
 
 def synthetic_records(seed=0):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hullft.report import load_records, summarize, write_report
+from hullft.report.tables import load_records, summarize, write_report
 
 REPO = Path(__file__).resolve().parent.parent
 

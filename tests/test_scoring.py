@@ -8,7 +8,7 @@ import torch
 from hullft.compose import compose_config
 from hullft.config import PrefixToken
 from hullft.models import load_model
-from hullft.scoring import prefix_token_id, rolling_windows, score_text
+from hullft.scoring.bpb import prefix_token_id, rolling_windows, score_text
 
 TEXT = ("In the beginning God created the heaven and the earth. And the earth was without form, and void; "
         "and darkness was upon the face of the deep. Naïve café ✓ — unicode bytes count. ") * 3

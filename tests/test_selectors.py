@@ -9,10 +9,10 @@ from baselines.nn import NearestNeighbours
 from baselines.sift import SIFT
 from baselines.sift_exact import SiftExact
 from hullft.compose import compose_config
-from hullft.frank_wolfe import frank_wolfe, gram_form
-from hullft.integerize import geometric_integerize, integer_loss, largest_remainder
-from hullft.multiset import Multiset
-from hullft.selector import HullFT
+from hullft.selection.frank_wolfe import frank_wolfe, gram_form
+from hullft.selection.integerize import geometric_integerize, integer_loss, largest_remainder
+from hullft.selection.multiset import Multiset
+from hullft.selection.hullft import HullFT
 
 SELECTORS = ["hullft", "sift", "sift_exact", "nn", "random", "mmr", "kcenter"]
 

@@ -5,12 +5,12 @@ from scipy.stats import spearmanr
 
 from baselines.sift import SIFT
 from baselines.us import UncertaintySampling
-from hullft.adaptive import largest_within, select_adaptive
+from hullft.selection.adaptive import largest_within, select_adaptive
 from hullft.compose import compose_config
-from hullft.posterior import posterior_sigma, posterior_variances
+from hullft.selection.posterior import posterior_sigma, posterior_variances
 from hullft.runner import run_job
-from hullft.selector import HullFT
-from hullft.sigma_gain import rho_with_interval, spearman
+from hullft.selection.hullft import HullFT
+from hullft.report.sigma_gain import rho_with_interval, spearman
 
 LAMBDA = 0.2
 

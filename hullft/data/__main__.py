@@ -49,6 +49,10 @@ def act(action: str, cfg: DictConfig) -> None:
         from hullft.per_query import embed_query
 
         print(space.stats().to_string())
+        held = space.queries.memory_usage(deep=True).sum() + space.pool.table.memory_usage(deep=True).sum()
+        print(f"held in RAM at query time besides the index: {held / 2**20:.1f} MiB "
+              f"({held / max(1, int(space.pool.lengths.sum())):.2f} bytes per pool token; tokens and embeddings "
+              f"are memory-mapped)")
         sample = space.queries.sample(min(RECALL_QUERIES, len(space.queries)), random_state=0)
         queries = np.stack([embed_query(t, loaded, embedder, data.max_length) for t in sample.text])
         k = min(cfg.k, len(space.pool))

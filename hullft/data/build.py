@@ -209,7 +209,7 @@ def merge(cfg: DataConfig, keys: Keys, vocab_size: int, dim: int) -> dict:
     if "length" not in kept:
         kept["length"] = kept.tokens.map(len).astype(np.int64)
     table = with_offsets(kept[["domain", "doc_id", "start"]], kept.length.to_numpy())
-    files["sequences"] = cached(root() / f"sequences-{keys.seq}.parquet", lambda: table, save_parquet,
+    files["sequences"] = cached(root() / f"pool-{keys.seq}.parquet", lambda: table, save_parquet,
                                 pd.read_parquet)[1]
 
     def gather(value, tmp):

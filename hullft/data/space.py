@@ -49,7 +49,7 @@ class DataSpace:
 def _load(cfg: DataConfig, keys: build.Keys) -> DataSpace:
     manifest = json.loads(build.manifest_path(keys).read_text())
     root = build.root()
-    paths = {"tokens": root / f"tokens-{keys.seq}.bin", "sequences": root / f"sequences-{keys.seq}.parquet",
+    paths = {"tokens": root / f"tokens-{keys.seq}.bin", "sequences": root / f"pool-{keys.seq}.parquet",
              "embeddings": root / f"embeddings-{keys.emb}.npy", "index": root / f"index-{keys.index}.faiss"}
     for name, path in paths.items():
         if verified_digest(path) != manifest["files"][name]:

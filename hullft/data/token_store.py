@@ -1,7 +1,7 @@
 """Pool sequences as one flat, memory-mapped token array plus a small table (the Megatron/nanoGPT layout).
 
     tokens-<key>.bin        every sequence's tokens back to back, uint16 where the vocabulary fits, else uint32
-    sequences-<key>.parquet one row per sequence: domain, doc_id, start, offset, length
+    pool-<key>.parquet      one row per sequence: domain, doc_id, start, offset, length
 
 A query reads only the rows it trains on: the array stays on disk and the OS pages in what is touched, so a
 pool of millions of sequences costs RAM for its table alone (~40 bytes a row), not ~100 bytes per token.

@@ -13,7 +13,7 @@ from typing import Tuple
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from hullft.multiset import Multiset
+from hullft.selection.multiset import Multiset
 
 _controller = None
 

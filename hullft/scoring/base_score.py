@@ -6,7 +6,7 @@ import json
 from hullft.cache import bytes_hash, cache_root, content_hash, write_json_atomic
 from hullft.config import EvalConfig
 from hullft.models import LoadedModel
-from hullft.scoring import Score, score_text
+from hullft.scoring.bpb import Score, score_text
 
 # Bump when scoring changes what it computes, so no cached base score of an older definition is reused.
 SCORING_VERSION = 2

@@ -10,7 +10,7 @@ Writes
   mean difference of BPB% +- standard error, and the share of queries the first one wins (ties count half);
 - points.csv/.md (one point per configuration: mean BPB% against mean wall-clock per query, Pareto front
   marked) and pareto.png;
-- sigma.csv/.md and sigma.png: how well the posterior sigma predicts the gain (hullft/sigma_gain.py).
+- sigma.csv/.md and sigma.png: how well the posterior sigma predicts the gain (hullft/report/sigma_gain.py).
 
 Records are grouped by `setting`: `n=8` for a fixed budget, `alpha=0.5 n<=20` for an adaptive one (placed
 on the front at its mean time and mean BPB%; its `n` column is the mean chosen n).
@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 from pyarrow import ArrowException  # noqa: E402
 
 from hullft.errors import UserError, one_line_errors  # noqa: E402
-from hullft.sigma_gain import sigma_plot, sigma_table  # noqa: E402
+from hullft.report.sigma_gain import sigma_plot, sigma_table  # noqa: E402
 
 
 def load_records(paths: Iterable[str | Path]) -> pd.DataFrame:

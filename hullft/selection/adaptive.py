@@ -1,6 +1,6 @@
 """Adaptive budgets (SIFT's stopping rule, activeft main's `Retriever(alpha=...)`): of the selections of
 size m = 0..budget, take the largest m with alpha * m * sigma_m <= 1, where sigma_m is the query's posterior
-standard deviation after the m-element selection (hullft/posterior.py). m = 0 (no step) always qualifies.
+standard deviation after the m-element selection (hullft/selection/posterior.py). m = 0 (no step) always qualifies.
 
 A greedy selector is asked once, at the budget, and truncated (its first m picks are its selection at m);
 any other selector (HullFT) is asked at every m = 1..budget, since alpha * m * sigma_m need not be
@@ -13,9 +13,9 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from hullft.multiset import Multiset
-from hullft.posterior import posterior_sigma, posterior_variances
-from hullft.selection_timing import one_blas_thread
+from hullft.selection.multiset import Multiset
+from hullft.selection.posterior import posterior_sigma, posterior_variances
+from hullft.selection.timing import one_blas_thread
 
 
 def largest_within(sigmas: Sequence[float], alpha: float) -> int:

@@ -28,7 +28,7 @@ import torch
 
 from hullft.config import DType, EngineConfig
 from hullft.models import synchronize
-from hullft.train_steps import (bucket_length, loss_and_gradients, make_optimizer, padded,
+from hullft.engine.train_steps import (bucket_length, loss_and_gradients, make_optimizer, padded,
                                 zero_optimizer_state)
 
 log = logging.getLogger(__name__)

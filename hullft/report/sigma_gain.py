@@ -1,5 +1,5 @@
 """Does the surrogate's uncertainty predict the gain? (SIFT's second claim.) Per selector and setting: the
-Spearman rank correlation between a query's posterior sigma (after its selection; hullft/posterior.py) and its
+Spearman rank correlation between a query's posterior sigma (after its selection; hullft/selection/posterior.py) and its
 realised gain (bpb_base - bpb, and the same in % of bpb_base), with a bootstrap 95% interval over queries,
 and a scatter plot of gain against sigma."""
 from __future__ import annotations

@@ -20,9 +20,9 @@ from typing import Callable, List, Optional, Sequence
 import torch
 
 from hullft.config import EngineConfig, StepOrder
-from hullft.cuda_graphs import CapturedSteps, why_not_captured
+from hullft.engine.cuda_graphs import CapturedSteps, why_not_captured
 from hullft.models import LoadedModel, synchronize
-from hullft.train_steps import EagerSteps
+from hullft.engine.train_steps import EagerSteps
 
 log = logging.getLogger(__name__)
 

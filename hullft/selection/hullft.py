@@ -5,9 +5,9 @@ from typing import Optional
 
 import numpy as np
 
-from hullft.frank_wolfe import frank_wolfe, gram_form
-from hullft.integerize import geometric_integerize, integer_loss, largest_remainder
-from hullft.multiset import Multiset, check_selection_inputs
+from hullft.selection.frank_wolfe import frank_wolfe, gram_form
+from hullft.selection.integerize import geometric_integerize, integer_loss, largest_remainder
+from hullft.selection.multiset import Multiset, check_selection_inputs
 
 
 class HullFT:

@@ -1,0 +1,6 @@
+"""The finetune engine: one optimizer step per multiset element, Gradient Reuse, bit-exact reset.
+
+    finetune.py      FinetuneEngine: the step loop, checkpoints, reset (knows nothing of selection)
+    train_steps.py   the step protocol and its eager implementation
+    cuda_graphs.py   the same steps, and scoring windows, replayed as CUDA graphs
+"""

@@ -1,0 +1,3 @@
+from hullft.report.tables import main
+
+main()
