@@ -5,7 +5,6 @@ so later loads take about a second.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import logging
 import shutil
@@ -15,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
 
-from hullft.cache import cache_root
+from hullft.cache import cache_root, file_digest
 from hullft.config import DType, ModelConfig, ModelKind
 
 
@@ -48,14 +47,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
 def _gguf_path(cfg: ModelConfig) -> Path:
     try:
         files = importlib.metadata.files(cfg.gguf_package) or []
@@ -70,7 +61,7 @@ def _gguf_path(cfg: ModelConfig) -> Path:
 
 def _load_gguf_cached(cfg: ModelConfig):
     gguf = _gguf_path(cfg)
-    key = _file_sha(gguf)
+    key = file_digest(gguf)[:16]
     target = cache_root() / "models" / f"{cfg.name}-{key}"
     if not (target / "model.safetensors").exists():
         logging.info("dequantizing %s once into %s", gguf.name, target)
