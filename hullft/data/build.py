@@ -35,6 +35,8 @@ from hullft.data.token_store import token_dtype, with_offsets, write_tokens
 from hullft.errors import UserError
 
 EMBEDDING_DTYPES = {"fp32": np.float32, "fp16": np.float16}
+# Bump when a stage's files change meaning, so files of an older layout are never taken for current ones.
+BUILD_VERSION = 2
 
 
 def _name(value) -> str:
@@ -68,7 +70,8 @@ class Keys:
         recipe = {k: str(cfg[k]) for k in ("kind", "path", "domains", "max_doc_chars", "query_fraction",
                                            "max_docs_per_domain", "max_docs_per_source", "seed")}
         docs = content_hash(recipe, corpus_fingerprint(cfg))
-        seq = content_hash(docs, tokenizer_fingerprint, cfg.max_length, cfg.min_length, cfg.max_pool_per_domain)
+        seq = content_hash(docs, tokenizer_fingerprint, cfg.max_length, cfg.min_length, cfg.max_pool_per_domain,
+                           BUILD_VERSION)
         emb = content_hash(seq, embedder_fingerprint, cfg.unit_docs, _name(cfg.embedding_dtype))
         index = content_hash(emb, cfg.index, cfg.ivf_nlist, cfg.hnsw_m, cfg.index_train_size)
         return cls(docs, seq, emb, index)
