@@ -11,6 +11,7 @@ diagonal k_n(x_j, x_j) and the cross terms k_n(t, x_j). One step costs O(K d + K
 import numpy as np
 
 from hullft.selection.multiset import Multiset, check_selection_inputs
+from hullft.selection.posterior import observe
 
 
 def sift_picks(query_rows: np.ndarray, candidates: np.ndarray, n: int, llambda: float):
@@ -28,9 +29,7 @@ def sift_picks(query_rows: np.ndarray, candidates: np.ndarray, n: int, llambda: 
         score = (cross ** 2).sum(0) / (diag + llambda)
         i = int(np.argmax(score))
         picks.append(i)
-        column = points @ X[i] - U[:step].T @ U[:step, i]   # k_n(., x_i)
-        u = column / np.sqrt(column[i] + llambda)
-        U[step] = u
+        u = observe(points, U, step, i, llambda)   # points[i] is X[i]: candidates come first
         diag -= u[:K] ** 2
         cross -= np.outer(u[K:], u[:K])
         q_var -= u[K:] ** 2

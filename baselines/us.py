@@ -5,6 +5,7 @@ candidate nearest the query (so the first pick among unit rows is the nearest ne
 import numpy as np
 
 from hullft.selection.multiset import Multiset, check_selection_inputs
+from hullft.selection.posterior import observe
 
 TIE = 1e-6  # float32 unit rows differ in norm by ~1e-7: variances that close are ties
 
@@ -19,9 +20,7 @@ def us_picks(query: np.ndarray, candidates: np.ndarray, n: int, llambda: float) 
         tied = np.flatnonzero(variance >= variance.max() - TIE)
         i = int(tied[np.argmax(similarity[tied])])
         picks.append(i)
-        column = X @ X[i] - U[:step].T @ U[:step, i]   # k_n(., x_i)
-        U[step] = column / np.sqrt(column[i] + llambda)
-        variance -= U[step] ** 2
+        variance -= observe(X, U, step, i, llambda) ** 2
     return picks
 
 

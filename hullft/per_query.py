@@ -52,10 +52,10 @@ class QueryRun:
         if cfg.alpha is not None:
             selection, seconds = select_adaptive(self.selector, self.q, self.candidates, cfg.budget, cfg.alpha,
                                                  cfg.llambda)
-            return [self.finetune_and_score(selection, seconds, cfg.budget)]
+            return self.finetune_and_score(selection, seconds, cfg.budget)
         if marks and not getattr(self.selector, "greedy", False):
-            return [self.finetune_and_score(*timed_select(self.selector, self.q, self.candidates, n), n,
-                                            final=n == cfg.budget) for n in marks + [cfg.budget]]
+            return [record for n in marks + [cfg.budget] for record in self.finetune_and_score(
+                *timed_select(self.selector, self.q, self.candidates, n), n, final=n == cfg.budget)]
         full, seconds = timed_select(self.selector, self.q, self.candidates, cfg.budget)
         prefixes = {m: self.checked_prefix(full, m) for m in marks}
         return self.finetune_and_score(full, seconds, cfg.budget, prefixes=prefixes)
@@ -77,11 +77,11 @@ class QueryRun:
         return selection.indices[plan].tolist()
 
     def finetune_and_score(self, selection: Optional[Multiset], t_select: float, budget: int, final: bool = True,
-                           prefixes: Optional[Dict] = None):
-        """The record of one selection (a list of records where `prefixes` asks for checkpoints)."""
+                           prefixes: Optional[Dict] = None) -> List[Dict]:
+        """The records of one selection: its own, after those of the checkpoints `prefixes` asks for."""
         if selection is None:  # the adaptive rule chose no step: the base model is the result
-            return self.record(None, t_select, budget, FinetuneResult(0, 0, False, float("nan"), 0, 0.0),
-                               self.base, final)
+            return [self.record(None, t_select, budget, FinetuneResult(0, 0, False, float("nan"), 0, 0.0),
+                                self.base, final)]
         found = []
 
         def at_checkpoint(m: int, so_far: FinetuneResult) -> None:
@@ -95,7 +95,7 @@ class QueryRun:
                                       on_checkpoint=at_checkpoint)
         record = self.record(selection, t_select, budget, result, self.score(), final)
         self.engine.reset()
-        return found + [record] if prefixes is not None else record
+        return found + [record]
 
     def score(self):
         return score_text(self.loaded, self.query.text, self.cfg.eval, self.forward)

@@ -19,6 +19,7 @@ from hullft.config import (ByteCount, Config, CorpusKind, DataConfig, EmbedderCo
                            EvalConfig, LoggerConfig, ModelConfig, ModelKind, Protocol)
 from hullft.data.corpus import DOMAINS
 from hullft.data.jsonl import corpus_path_problems
+from hullft.engine.finetune import graphs_wanted
 from hullft.errors import ConfigError
 
 GROUP_SCHEMAS = {"model": ModelConfig, "embedder": EmbedderConfig, "data": DataConfig, "engine": EngineConfig,
@@ -28,6 +29,14 @@ DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 def _int_at_least(low: int) -> Callable:
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _accepted_by(parse: Callable, value) -> bool:
+    try:
+        parse(value)
+        return True
+    except ValueError:
+        return False
 
 
 def _finite(low: float, strict: bool) -> Callable:
@@ -70,8 +79,7 @@ RULES = [
     ("engine.lora_r", _int_at_least(1), "a positive rank", "engine.lora_r=16"),
     ("engine.lora_alpha", _finite(0, True), "finite and > 0", "engine.lora_alpha=32"),
     ("engine.bucket", _int_at_least(1), "a positive number of tokens", "engine.bucket=128"),
-    ("engine.cuda_graphs", lambda v: str(v).lower() in ("auto", "true", "false"), "auto, true or false",
-     "engine.cuda_graphs=auto"),
+    ("engine.cuda_graphs", lambda v: _accepted_by(graphs_wanted, v), "auto, true or false", "engine.cuda_graphs=auto"),
     ("eval.window", _int_at_least(1), "at least one token per scoring window", "eval.window=1024"),
     ("embedder.max_tokens", _int_at_least(1), "a positive number of tokens", "embedder.max_tokens=256"),
     ("embedder.batch_size", _int_at_least(1), "a positive batch size", "embedder.batch_size=64"),

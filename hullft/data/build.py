@@ -203,15 +203,9 @@ def merge(cfg: DataConfig, keys: Keys, vocab_size: int, dim: int) -> dict:
         parts.append(table.assign(unit=u, row=np.arange(len(table))))
     kept = pd.concat(parts, ignore_index=True).sort_values(["domain", "doc_id", "start"]).reset_index(drop=True)
     dtype = token_dtype(vocab_size)
-    files = {}
-
-    def save_tokens(value, tmp):
-        kept["length"] = write_tokens(tmp, kept.tokens, dtype)
-
-    files["tokens"] = cached(root() / f"tokens-{keys.seq}.bin", lambda: None, save_tokens, lambda p: None)[1]
-    if "length" not in kept:
-        kept["length"] = kept.tokens.map(len).astype(np.int64)
-    table = with_offsets(kept[["domain", "doc_id", "start"]], kept.length.to_numpy())
+    files = {"tokens": cached(root() / f"tokens-{keys.seq}.bin", lambda: None,
+                              lambda _, tmp: write_tokens(tmp, kept.tokens, dtype), lambda p: None)[1]}
+    table = with_offsets(kept[["domain", "doc_id", "start"]], kept.tokens.map(len).to_numpy(np.int64))
     files["sequences"] = cached(root() / f"pool-{keys.seq}.parquet", lambda: table, save_parquet,
                                 pd.read_parquet)[1]
 

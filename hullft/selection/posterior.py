@@ -11,6 +11,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def observe(points: np.ndarray, U: np.ndarray, t: int, j: int, llambda: float) -> np.ndarray:
+    """Condition on a noisy observation of points[j], the t-th one: row t of the low-rank factor U, with the
+    posterior kernel k_t(a, b) = <a, b> - sum_{l<t} U[l, a] U[l, b] over `points` (a pivoted Cholesky step).
+    The posterior variance of every point then drops by the square of its entry in the returned row."""
+    column = points @ points[j] - U[:t].T @ U[:t, j]   # k_t(., x_j)
+    U[t] = column / np.sqrt(column[j] + llambda)
+    return U[t]
+
+
 def posterior_variances(query: np.ndarray, rows: np.ndarray, llambda: float) -> np.ndarray:
     """(len(rows) + 1,) posterior variances of the query after 0, 1, ..., len(rows) of the rows, in order.
     Incremental (pivoted Cholesky of K_SS + lambda I): O(n^2 d) for all prefixes at once."""
@@ -22,9 +31,7 @@ def posterior_variances(query: np.ndarray, rows: np.ndarray, llambda: float) -> 
     out = np.empty(n + 1)
     out[0] = q_var = float(q @ q)
     for t in range(n):
-        column = points @ rows[t] - U[:t].T @ U[:t, t]   # posterior k_t(., x_t)
-        U[t] = column / np.sqrt(column[t] + llambda)
-        q_var -= U[t, -1] ** 2
+        q_var -= observe(points, U, t, t, llambda)[-1] ** 2
         out[t + 1] = q_var
     return np.maximum(out, 0.0)
 
