@@ -55,16 +55,26 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()[:32]
 
 
-def source_digest(path: Path) -> str:
-    """The content digest of a user's file (a corpus), hashed once per version of the file: the digest is
-    remembered under its path, size, inode and modification time, so an edit in place is always seen."""
+def _stat_memo(kind: str, path: Path) -> Path:
+    """Where a digest of this version of the file (path, size, inode, modification time) is remembered; an
+    edit in place or a replacement changes one of them."""
     st = Path(path).stat()
-    memo = cache_root() / "digests" / content_hash(str(Path(path).resolve()), st.st_size, st.st_ino, st.st_mtime_ns)
+    return cache_root() / "digests" / content_hash(kind, str(Path(path).resolve()), st.st_size, st.st_ino,
+                                                    st.st_mtime_ns)
+
+
+def _remember(memo: Path, digest: str) -> None:
+    with atomic_path(memo) as tmp:
+        tmp.write_text(digest)
+
+
+def source_digest(path: Path) -> str:
+    """The content digest of a user's file (a corpus), hashed once per version of the file."""
+    memo = _stat_memo("source", path)
     if memo.exists():
         return memo.read_text().strip()
     digest = file_digest(path)
-    with atomic_path(memo) as tmp:
-        tmp.write_text(digest)
+    _remember(memo, digest)
     return digest
 
 
@@ -78,12 +88,17 @@ def write_checksum(path: Path, digest: str) -> None:
 
 
 def verified_digest(path: Path) -> str:
-    """The file's digest, checked against the one stored beside it when it was written. A file from before
+    """The file's digest, checked against the one stored beside it when it was written; read once per version
+    of the file (a job over a data space of many GB must not re-read it at every start). A file from before
     checksums were stored adopts its current digest."""
-    digest = file_digest(path)
     stored = checksum_path(path)
+    memo = _stat_memo("verified", path)
+    if memo.exists() and stored.exists() and memo.read_text().strip() == stored.read_text().strip():
+        return memo.read_text().strip()
+    digest = file_digest(path)
     if not stored.exists():
         write_checksum(path, digest)
     elif stored.read_text().strip() != digest:
         raise ValueError(f"checksum mismatch: {path.name} changed since it was written")
+    _remember(memo, digest)
     return digest

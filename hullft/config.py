@@ -43,6 +43,13 @@ class EmbedderKind(Enum):
     hub = "hub"
 
 
+class EmbedderPrecision(Enum):
+    auto = "auto"  # bf16 where the hardware computes it natively (CUDA; CPUs with avx512_bf16/AMX), else fp32
+    fp32 = "fp32"
+    bf16 = "bf16"  # autocast
+    int8 = "int8"  # dynamic int8 quantisation of the Linear layers (CPU only)
+
+
 @dataclass
 class EmbedderConfig:
     name: str = MISSING
@@ -51,8 +58,7 @@ class EmbedderConfig:
     hub_id: str = ""
     max_tokens: int = 256
     batch_size: int = 64
-    bf16: bool = False
-    int8: bool = False  # dynamic int8 quantisation of the Linear layers (CPU only)
+    precision: EmbedderPrecision = EmbedderPrecision.auto
     device: str = "auto"
 
 
@@ -82,6 +88,7 @@ class DataConfig:
     seed: int = 0
     index: str = "flat"             # flat | ivf | hnsw | any faiss index_factory string, e.g. IVF65536_HNSW32,PQ64
     index_train_size: int = 100000  # rows a trainable index learns from (a seeded sample)
+    index_rerank: int = 0           # rescore this many index candidates exactly from the embeddings (0: none)
     ivf_nlist: int = 64
     ivf_nprobe: int = 16
     hnsw_m: int = 32

@@ -10,6 +10,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Tuple
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
@@ -59,7 +60,8 @@ def _gguf_path(cfg: ModelConfig) -> Path:
     raise ModelNotAvailable(f"{cfg.gguf_file} is not inside the installed package {cfg.gguf_package}")
 
 
-def _load_gguf_cached(cfg: ModelConfig):
+def _dequantized_dir(cfg: ModelConfig) -> Tuple[Path, str]:
+    """(directory of the dequantized weights and tokenizer, the GGUF's digest), made once per GGUF."""
     gguf = _gguf_path(cfg)
     key = file_digest(gguf)[:16]
     target = cache_root() / "models" / f"{cfg.name}-{key}"
@@ -79,6 +81,11 @@ def _load_gguf_cached(cfg: ModelConfig):
         tokenizer.save_pretrained(tmp)
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
+    return target, key
+
+
+def _load_gguf_cached(cfg: ModelConfig):
+    target, key = _dequantized_dir(cfg)
     model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
     return model, AutoTokenizer.from_pretrained(target), key
 
@@ -92,7 +99,15 @@ def _load_hub(cfg: ModelConfig):
             f"model={cfg.name}: weights for '{cfg.hub_id}' are not available offline ({type(e).__name__}); "
             f"download them once with `huggingface-cli download {cfg.hub_id}` on a machine with network, "
             f"or set model.hub_id to a local directory") from None
-    return model, tokenizer, f"{cfg.hub_id}@{getattr(model.config, '_commit_hash', None) or 'local'}"
+    return model, tokenizer, _hub_fingerprint(cfg, model.config)
+
+
+def _hub_fingerprint(cfg: ModelConfig, config) -> str:
+    return f"{cfg.hub_id}@{getattr(config, '_commit_hash', None) or 'local'}"
+
+
+def _tiny_fingerprint(cfg: ModelConfig) -> str:
+    return f"tiny-{cfg.n_layer}x{cfg.n_embd}x{cfg.n_positions}"
 
 
 def _build_tiny(cfg: ModelConfig):
@@ -103,10 +118,40 @@ def _build_tiny(cfg: ModelConfig):
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=cfg.n_positions, n_embd=cfg.n_embd,
                         n_layer=cfg.n_layer, n_head=cfg.n_head, bos_token_id=tokenizer.eos_token_id,
                         eos_token_id=tokenizer.eos_token_id)
-    return GPT2LMHeadModel(config), tokenizer, f"tiny-{cfg.n_layer}x{cfg.n_embd}x{cfg.n_positions}"
+    return GPT2LMHeadModel(config), tokenizer, _tiny_fingerprint(cfg)
 
 
 LOADERS = {ModelKind.gguf_package: _load_gguf_cached, ModelKind.hub: _load_hub, ModelKind.tiny: _build_tiny}
+
+
+def _gguf_tokenizer(cfg: ModelConfig):
+    target, key = _dequantized_dir(cfg)
+    return AutoTokenizer.from_pretrained(target), key
+
+
+def _hub_tokenizer(cfg: ModelConfig):
+    from transformers import AutoConfig
+
+    try:
+        return AutoTokenizer.from_pretrained(cfg.hub_id), _hub_fingerprint(cfg, AutoConfig.from_pretrained(cfg.hub_id))
+    except (OSError, ValueError) as e:
+        raise ModelNotAvailable(f"model={cfg.name}: the tokenizer of '{cfg.hub_id}' is not available offline "
+                                f"({type(e).__name__}); set model.hub_id to a local directory") from None
+
+
+def _tiny_tokenizer(cfg: ModelConfig):
+    from transformers import ByT5Tokenizer
+
+    return ByT5Tokenizer(), _tiny_fingerprint(cfg)
+
+
+TOKENIZER_LOADERS = {ModelKind.gguf_package: _gguf_tokenizer, ModelKind.hub: _hub_tokenizer,
+                     ModelKind.tiny: _tiny_tokenizer}
+
+
+def load_tokenizer(cfg: ModelConfig):
+    """(tokenizer, fingerprint) without the weights, the same as load_model's: what a data build needs."""
+    return TOKENIZER_LOADERS[cfg.kind](cfg)
 
 
 def load_model(cfg: ModelConfig) -> LoadedModel:

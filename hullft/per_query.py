@@ -24,10 +24,10 @@ from hullft.scoring.bpb import score_text
 from hullft.selection.timing import timed_select
 
 
-def embed_query(text: str, loaded, embedder, max_length: int) -> np.ndarray:
+def embed_query(text: str, tokenizer, embedder, max_length: int) -> np.ndarray:
     """Mean of the embeddings of the query's token-bounded chunks (as the pool is chunked), L2-normalised."""
-    ids = loaded.tokenizer(text, add_special_tokens=False).input_ids
-    chunks = loaded.tokenizer.batch_decode([ids[i:i + max_length] for i in range(0, len(ids), max_length)])
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    chunks = tokenizer.batch_decode([ids[i:i + max_length] for i in range(0, len(ids), max_length)])
     mean = embedder.embed(chunks).mean(0)
     return (mean / np.linalg.norm(mean)).astype(np.float32)
 
@@ -41,7 +41,7 @@ class QueryRun:
         self.query, self.cfg, self.space, self.loaded = query, cfg, space, loaded
         self.selector, self.engine, self.forward = selector, engine, forward
         start = time.perf_counter()
-        self.q = embed_query(query.text, loaded, embedder, cfg.data.max_length)
+        self.q = embed_query(query.text, loaded.tokenizer, embedder, cfg.data.max_length)
         _, self.rows = space.search(self.q, cfg.k)
         self.candidates = space.candidates(self.rows)
         self.t_retrieve = time.perf_counter() - start

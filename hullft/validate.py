@@ -65,6 +65,8 @@ RULES = [
     ("data.hnsw_m", _int_at_least(2), "at least 2 links per node", "data.hnsw_m=32"),
     ("data.index", lambda v: bool(str(v).strip()), "flat, ivf, hnsw or a faiss index_factory string", "data.index=flat"),
     ("data.index_train_size", _int_at_least(1), "a positive number of rows", "data.index_train_size=100000"),
+    ("data.index_rerank", _int_at_least(0), "0 (no rescoring) or a number of candidates >= k",
+     "data.index_rerank=1000"),
     ("data.unit_docs", _int_at_least(1), "a positive number of documents per build unit", "data.unit_docs=2000"),
     ("data.num_shards", _int_at_least(1), "a positive number of build shards", "data.num_shards=4"),
     ("data.shard", _int_at_least(0), "a build shard index >= 0", "data.shard=0"),
@@ -126,6 +128,10 @@ def _combination_problems(cfg: DictConfig) -> List[str]:
     budget, k = cfg.budget, cfg.k
     if isinstance(budget, int) and isinstance(k, int) and 1 <= k < budget:
         problems.append(f"k={k} < budget={budget}: the selector needs at least n candidates; raise k")
+    rerank = cfg.data.index_rerank
+    if isinstance(rerank, int) and isinstance(k, int) and 0 < rerank < k:
+        problems.append(f"data.index_rerank={rerank} < k={k}: rescoring fewer candidates than are retrieved drops "
+                        f"some; use 0 or at least {k}")
     shard, shards = cfg.shard, cfg.num_shards
     if isinstance(shard, int) and isinstance(shards, int) and shards >= 1 and shard >= shards:
         problems.append(f"shard={shard}: must lie in [0, num_shards={shards}); lower shard or raise num_shards")

@@ -65,6 +65,8 @@ CONFIG_CASES = [
     (["data.max_docs_per_source=0"], "data.max_docs_per_source=0"),
     (["data.ivf_nlist=0"], "data.ivf_nlist=0"),
     (["data.ivf_nprobe=0"], "data.ivf_nprobe=0"),
+    (["data.index_rerank=-1"], "data.index_rerank=-1"),
+    (["data.index_rerank=50"], "data.index_rerank=50 < k=200"),
     (["data.hnsw_m=1"], "data.hnsw_m=1"),
     (["embedder.max_tokens=0"], "embedder.max_tokens=0"),
     (["embedder.batch_size=0"], "embedder.batch_size=0"),

@@ -14,7 +14,9 @@ from hullft.data import build as stages
 from hullft.data import load_data_space
 from hullft.data.documents import build_documents, corpus_sources, cut_document, unit_hash
 from hullft.data.index import FaissSearch, TorchExactSearch, build_index, recall_at_k
-from hullft.data.token_store import TokenStore, token_dtype, with_offsets, write_tokens
+from hullft.data import embeddings as embedding_file
+from hullft.data.embeddings import EmbeddingFile, EmbeddingFileWriter
+from hullft.data.token_store import TokenFileWriter, TokenStore, token_dtype, with_offsets
 from hullft.embedder import Embedder
 from hullft.errors import UserError
 from hullft.models import load_model
@@ -44,7 +46,7 @@ def reference_documents(cfg) -> pd.DataFrame:
 @pytest.mark.parametrize("cap", [12, 10_000])
 def test_streamed_documents_equal_the_in_memory_reference(tiny_overrides, cap):
     cfg = compose_config([*tiny_overrides, f"data.max_docs_per_domain={cap}", "data.query_fraction=0.3"]).data
-    pd.testing.assert_frame_equal(build_documents(cfg).reset_index(drop=True), reference_documents(cfg))
+    pd.testing.assert_frame_equal(build_documents(cfg), reference_documents(cfg))
 
 
 @pytest.mark.parametrize("vocab, high", [(300, 299), (70_000, 69_999)])
@@ -54,13 +56,32 @@ def test_token_store_round_trip(tmp_path, vocab, high):
     seqs[3][0] = high
     dtype = token_dtype(vocab)
     assert dtype == (np.uint16 if vocab <= 65536 else np.uint32)
-    lengths = write_tokens(tmp_path / "t.bin", seqs, dtype)
-    table = with_offsets(pd.DataFrame({"domain": ["d"] * len(seqs)}), lengths)
+    table = with_offsets(pd.DataFrame({"domain": ["d"] * len(seqs)}), np.array([len(s) for s in seqs]))
+    with TokenFileWriter(tmp_path / "t.bin", int(table.length.sum()), dtype) as out:
+        for i in rng.permutation(len(seqs)):  # sequences arrive in any order, as units do
+            out.put(table.offset[i], np.array(seqs[i]))
     store = TokenStore(tmp_path / "t.bin", table, dtype)
     assert [store.tokens(i) for i in range(len(store))] == seqs
     assert isinstance(store.flat, np.memmap)
     with pytest.raises(ValueError, match="the table needs"):
         TokenStore(tmp_path / "t.bin", table.iloc[:-1], dtype)
+    with pytest.raises(ValueError, match="out of range"), TokenFileWriter(tmp_path / "u.bin", 1, dtype) as out:
+        out.put(0, np.array([np.iinfo(dtype).max + 1]))
+
+
+def test_embedding_file_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setattr(embedding_file, "READ_ROWS", 64)  # several read chunks
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)).astype(np.float16)
+    with EmbeddingFileWriter(tmp_path / "e.npy", 300, 8, np.float16) as out:
+        for i in rng.permutation(300):
+            out.put(i, x[i])
+    np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), x)  # a valid .npy, memory-mappable by jobs
+    emb = EmbeddingFile(tmp_path / "e.npy")
+    assert emb.shape == (300, 8) and len(emb) == 300
+    np.testing.assert_array_equal(emb[10:250], x[10:250])
+    rows = np.sort(rng.choice(300, size=40, replace=False))
+    np.testing.assert_array_equal(emb[rows], x[rows])
 
 
 def test_a_job_holds_no_pool_text_and_reads_tokens_from_disk(tiny_overrides):
@@ -118,6 +139,13 @@ def test_index_by_factory_string_and_recall(tiny_overrides):
     assert recall_at_k(FaissSearch(build_index(x, narrow), narrow), x, queries, 10) < 1.0
     pq = compose_config(["data.index='IVF8,PQ8'", "data.ivf_nprobe=8"]).data
     assert 0.3 < recall_at_k(FaissSearch(build_index(x, pq), pq), x, queries, 10) <= 1.0
+    # PQ codes propose, the stored vectors decide: rescoring every row IVF-PQ returns gives the exact top-k
+    rerank = compose_config(["data.index='IVF8,PQ8'", "data.ivf_nprobe=8", "data.index_rerank=2000"]).data
+    exact = FaissSearch(build_index(x, flat_cfg), flat_cfg)
+    for q in queries[:5]:
+        (s1, r1), (s2, r2) = FaissSearch(build_index(x, rerank), rerank, x)(q, 10), exact(q, 10)
+        np.testing.assert_array_equal(r1, r2)
+        np.testing.assert_allclose(s1, s2, rtol=1e-5)
     with pytest.raises(UserError, match="data.index=Nonsense42: faiss cannot build"):
         build_index(x, compose_config(["data.index=Nonsense42"]).data)
 

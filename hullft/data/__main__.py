@@ -22,7 +22,7 @@ from hullft.data.index import recall_at_k
 from hullft.data.space import load_data_space
 from hullft.embedder import Embedder
 from hullft.jobs import guarded, run_cli
-from hullft.models import load_model
+from hullft.models import load_tokenizer
 from hullft.validate import check_config
 
 ACTIONS = ("build", "merge", "stats")
@@ -31,18 +31,18 @@ RECALL_QUERIES = 32
 
 def act(action: str, cfg: DictConfig) -> None:
     check_config(cfg)
-    loaded = load_model(cfg.model)
+    tokenizer, fingerprint = load_tokenizer(cfg.model)  # a build needs the tokenizer, not the weights
     embedder = Embedder(cfg.embedder)
     data = cfg.data
-    keys = build.Keys.of(data, loaded.fingerprint, embedder.fingerprint)
+    keys = build.Keys.of(data, fingerprint, embedder.fingerprint)
     if action == "build" and data.num_shards > 1:
-        units = build.build_units(data, keys, loaded.tokenizer, embedder, data.shard, data.num_shards)
+        units = build.build_units(data, keys, tokenizer, embedder, data.shard, data.num_shards)
         print(f"shard {data.shard} of {data.num_shards}: units {units} built; run `python -m hullft.data merge` "
               f"once every shard is done")
         return
     if action == "merge":
-        build.merge(data, keys, len(loaded.tokenizer), embedder.dim)
-    space = load_data_space(data, loaded.tokenizer, loaded.fingerprint, embedder)
+        build.merge(data, keys, len(tokenizer), embedder.dim)
+    space = load_data_space(data, tokenizer, fingerprint, embedder)
     print(f"data space {space.key}: {len(space.queries)} query documents, {len(space.pool)} pool sequences, "
           f"index {data.index}")
     if action == "stats":
@@ -54,7 +54,7 @@ def act(action: str, cfg: DictConfig) -> None:
               f"({held / max(1, int(space.pool.lengths.sum())):.2f} bytes per pool token; tokens and embeddings "
               f"are memory-mapped)")
         sample = space.queries.sample(min(RECALL_QUERIES, len(space.queries)), random_state=0)
-        queries = np.stack([embed_query(t, loaded, embedder, data.max_length) for t in sample.text])
+        queries = np.stack([embed_query(t, tokenizer, embedder, data.max_length) for t in sample.text])
         k = min(cfg.k, len(space.pool))
         print(f"recall@{k} of data.index={data.index} against exact search, {len(queries)} query documents: "
               f"{recall_at_k(space.search, space.embeddings, queries, k):.4f}")

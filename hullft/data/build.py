@@ -16,7 +16,6 @@ one-process build makes. Every file is written atomically with a checksum beside
 from __future__ import annotations
 
 import json
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +23,18 @@ from typing import Callable, List
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from hullft.cache import atomic_path, cache_root, content_hash, file_digest, source_digest, verified_digest, \
     write_checksum
 from hullft.config import CorpusKind, DataConfig
 from hullft.data.corpus import DOMAINS
-from hullft.data.documents import build_documents, unit_hash
+from hullft.data.documents import document_batches, unit_hash
 from hullft.data.index import build_index
-from hullft.data.token_store import token_dtype, with_offsets, write_tokens
+from hullft.data.embeddings import EmbeddingFile, EmbeddingFileWriter
+from hullft.data.token_store import TokenFileWriter, token_dtype, with_offsets
 from hullft.errors import UserError
 
 EMBEDDING_DTYPES = {"fp32": np.float32, "fp16": np.float16}
@@ -61,7 +64,8 @@ def corpus_fingerprint(cfg: DataConfig) -> list:
 @dataclass(frozen=True)
 class Keys:
     docs: str
-    seq: str
+    seq: str    # the pool's sequences (token store)
+    units: str  # their split into units of data.unit_docs documents (plan, unit tables)
     emb: str
     index: str
 
@@ -72,9 +76,10 @@ class Keys:
         docs = content_hash(recipe, corpus_fingerprint(cfg))
         seq = content_hash(docs, tokenizer_fingerprint, cfg.max_length, cfg.min_length, cfg.max_pool_per_domain,
                            BUILD_VERSION)
+        units = content_hash(seq, cfg.unit_docs)
         emb = content_hash(seq, embedder_fingerprint, cfg.unit_docs, _name(cfg.embedding_dtype))
         index = content_hash(emb, cfg.index, cfg.ivf_nlist, cfg.hnsw_m, cfg.index_train_size)
-        return cls(docs, seq, emb, index)
+        return cls(docs, seq, units, emb, index)
 
 
 def root() -> Path:
@@ -107,27 +112,54 @@ def save_npy(arr: np.ndarray, path: Path) -> None:
         np.save(f, arr)
 
 
+DOCUMENT_ROW_GROUP = 1024  # documents are read back by row group: a unit reads only the groups holding its rows
+
+
+def documents_path(cfg: DataConfig, keys: Keys) -> Path:
+    """The documents table (built here if missing), on disk: callers read only the rows and columns they need."""
+    path = root() / f"documents-{keys.docs}.parquet"
+    cached(path, lambda: document_batches(cfg), _write_batches, lambda p: None)
+    return path
+
+
+def _write_batches(batches, path: Path) -> None:
+    """Domain after domain, so memory holds one domain's table (and the heaps not yet written)."""
+    writer = None
+    for df in batches:
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table, row_group_size=DOCUMENT_ROW_GROUP)
+    writer.close()
+
+
 def documents(cfg: DataConfig, keys: Keys) -> pd.DataFrame:
-    return cached(root() / f"documents-{keys.docs}.parquet", lambda: build_documents(cfg), save_parquet,
-                  pd.read_parquet)[0]
+    return pd.read_parquet(documents_path(cfg, keys))
 
 
 def queries(cfg: DataConfig, keys: Keys):
-    """(held-out documents, digest); the full documents are read only when this table must be built."""
+    """(held-out documents, digest); only the query rows of the documents are read to build this table."""
     def build():
-        docs = documents(cfg, keys)
-        return docs[docs.split == "query"].drop(columns="split").reset_index(drop=True)
+        docs = pd.read_parquet(documents_path(cfg, keys), filters=[("split", "==", "query")])
+        return docs.drop(columns="split").reset_index(drop=True)
     return cached(root() / f"queries-{keys.docs}.parquet", build, save_parquet, pd.read_parquet)
 
 
-def unit_documents(docs: pd.DataFrame, cfg: DataConfig) -> List[pd.DataFrame]:
-    pool = docs[docs.split == "pool"]
-    return [pool.iloc[i:i + cfg.unit_docs] for i in range(0, len(pool), cfg.unit_docs)]
+def unit_rows(path: Path, cfg: DataConfig) -> List[np.ndarray]:
+    """Per unit, the documents file's row numbers of its `data.unit_docs` pool documents."""
+    split = pq.read_table(path, columns=["split"]).column("split").to_numpy(zero_copy_only=False)
+    pool = np.flatnonzero(split == "pool")
+    return [pool[i:i + cfg.unit_docs] for i in range(0, len(pool), cfg.unit_docs)]
 
 
-def count_units(cfg: DataConfig, keys: Keys) -> int:
-    split = pd.read_parquet(root() / f"documents-{keys.docs}.parquet", columns=["split"]).split
-    return math.ceil(int((split == "pool").sum()) / cfg.unit_docs)
+def read_rows(path: Path, rows: np.ndarray) -> pd.DataFrame:
+    """These (ascending) rows of a parquet file, reading only the row groups that hold them."""
+    f = pq.ParquetFile(path)
+    bounds = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
+    if not len(rows):
+        return f.schema_arrow.empty_table().to_pandas()
+    first, last = (int(np.searchsorted(bounds, r, side="right")) - 1 for r in (rows[0], rows[-1]))
+    table = f.read_row_groups(list(range(first, last + 1)))
+    return table.take(pa.array(rows - bounds[first])).to_pandas()
 
 
 def chunk(docs: pd.DataFrame, tokenizer, cfg: DataConfig) -> pd.DataFrame:
@@ -149,40 +181,46 @@ def sample(seqs: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
 
 
 def plan(cfg: DataConfig, keys: Keys, tokenizer) -> pd.DataFrame:
-    """The kept sequences' (domain, doc_id, start), in the space's row order."""
+    """The kept sequences' (domain, doc_id, start, unit), in the space's row order. Built unit by unit,
+    keeping keys only, so its memory grows with the number of sequences, not of tokens."""
     def build():
-        docs = documents(cfg, keys)
-        return sample(chunk(docs[docs.split == "pool"], tokenizer, cfg), cfg)[["domain", "doc_id", "start"]]
-    return cached(root() / f"plan-{keys.seq}.parquet", build, save_parquet, pd.read_parquet)[0]
+        path = documents_path(cfg, keys)
+        parts = [chunk(read_rows(path, rows), tokenizer, cfg).drop(columns="tokens").assign(unit=u)
+                 for u, rows in enumerate(unit_rows(path, cfg))]
+        return sample(pd.concat(parts, ignore_index=True), cfg)[["domain", "doc_id", "start", "unit"]]
+    return cached(root() / f"plan-{keys.units}.parquet", build, save_parquet, pd.read_parquet)[0]
 
 
 def unit_paths(keys: Keys, u: int):
-    return root() / f"unit-{keys.seq}-{u}.parquet", root() / f"unitemb-{keys.emb}-{u}.npy"
+    return root() / f"unit-{keys.units}-{u}.parquet", root() / f"unitemb-{keys.emb}-{u}.npy"
 
 
-def build_unit(u: int, cfg: DataConfig, keys: Keys, tokenizer, embedder, docs: pd.DataFrame,
+def build_unit(u: int, cfg: DataConfig, keys: Keys, tokenizer, embedder, read_documents: Callable[[], pd.DataFrame],
                kept: pd.DataFrame) -> None:
+    """One unit's kept sequences (domain, doc_id, start, tokens) and their embeddings in data.embedding_dtype."""
     table_path, emb_path = unit_paths(keys, u)
 
     def select() -> pd.DataFrame:
-        seqs = chunk(unit_documents(docs, cfg)[u], tokenizer, cfg)
-        return seqs.merge(kept, on=["domain", "doc_id", "start"]).drop(columns="order")
+        seqs = chunk(read_documents(), tokenizer, cfg)
+        return seqs.merge(kept[["domain", "doc_id", "start"]], on=["domain", "doc_id", "start"]).drop(columns="order")
 
     table, _ = cached(table_path, select, save_parquet, pd.read_parquet)
 
     def embed() -> np.ndarray:
         texts = tokenizer.batch_decode([list(t) for t in table.tokens])
-        return embedder.embed(texts, progress=True) if texts else np.zeros((0, embedder.dim), np.float32)
+        vectors = embedder.embed(texts, progress=True) if texts else np.zeros((0, embedder.dim), np.float32)
+        return vectors.astype(EMBEDDING_DTYPES[_name(cfg.embedding_dtype)])
 
     cached(emb_path, embed, save_npy, lambda p: _check_rows(np.load(p), len(table), embedder.dim))
 
 
 def build_units(cfg: DataConfig, keys: Keys, tokenizer, embedder, shard: int = 0, num_shards: int = 1) -> List[int]:
-    docs = documents(cfg, keys)
+    path = documents_path(cfg, keys)
     kept = plan(cfg, keys, tokenizer)
-    mine = [u for u in range(len(unit_documents(docs, cfg))) if u % num_shards == shard]
+    units = unit_rows(path, cfg)
+    mine = [u for u in range(len(units)) if u % num_shards == shard]
     for u in mine:
-        build_unit(u, cfg, keys, tokenizer, embedder, docs, kept)
+        build_unit(u, cfg, keys, tokenizer, embedder, lambda rows=units[u]: read_rows(path, rows), kept[kept.unit == u])
     return mine
 
 
@@ -191,37 +229,47 @@ def manifest_path(keys: Keys) -> Path:
 
 
 def merge(cfg: DataConfig, keys: Keys, vocab_size: int, dim: int) -> dict:
-    """The units in order -> token store, embeddings, index; the manifest last (it marks completion)."""
-    n_units = count_units(cfg, keys)
+    """The units -> token store, embeddings, index; the manifest last (it marks completion). Rows are placed
+    in the space's order with positioned writes, one unit at a time, so memory holds one unit's tokens."""
+    n_units = len(unit_rows(documents_path(cfg, keys), cfg))
     missing = [u for u in range(n_units) if not all(p.exists() for p in unit_paths(keys, u))]
     if missing:
         raise UserError(f"data space units {missing} of {n_units} are not built: run `python -m hullft.data build "
                         f"data.shard=i data.num_shards=N` for every shard first")
     parts = []
     for u in range(n_units):
-        table = pd.read_parquet(unit_paths(keys, u)[0])
-        parts.append(table.assign(unit=u, row=np.arange(len(table))))
+        table = pq.read_table(unit_paths(keys, u)[0])
+        lengths = pc.list_value_length(table.column("tokens")).to_numpy(zero_copy_only=False).astype(np.int64)
+        parts.append(table.drop_columns(["tokens"]).to_pandas().assign(unit=u, row=np.arange(len(table)),
+                                                                       length=lengths))
     kept = pd.concat(parts, ignore_index=True).sort_values(["domain", "doc_id", "start"]).reset_index(drop=True)
+    kept["position"] = np.arange(len(kept))
+    table = with_offsets(kept[["domain", "doc_id", "start"]], kept.length.to_numpy(np.int64))
+    by_unit = {u: group.sort_values("row") for u, group in kept.assign(offset=table.offset).groupby("unit")}
     dtype = token_dtype(vocab_size)
-    files = {"tokens": cached(root() / f"tokens-{keys.seq}.bin", lambda: None,
-                              lambda _, tmp: write_tokens(tmp, kept.tokens, dtype), lambda p: None)[1]}
-    table = with_offsets(kept[["domain", "doc_id", "start"]], kept.tokens.map(len).to_numpy(np.int64))
-    files["sequences"] = cached(root() / f"pool-{keys.seq}.parquet", lambda: table, save_parquet,
-                                pd.read_parquet)[1]
 
-    def gather(value, tmp):
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=EMBEDDING_DTYPES[_name(cfg.embedding_dtype)],
-                                        shape=(len(kept), dim))
-        for u, rows in kept.groupby("unit").row:
-            source = np.load(unit_paths(keys, u)[1], mmap_mode="r")
-            out[rows.index.to_numpy()] = source[rows.to_numpy()]
-        out.flush()
-        del out
+    def write_tokens(_, tmp: Path) -> None:
+        with TokenFileWriter(tmp, int(table.length.sum()), dtype) as out:
+            for u, rows in by_unit.items():
+                tokens = pq.read_table(unit_paths(keys, u)[0], columns=["tokens"]).column("tokens").combine_chunks()
+                flat, bounds = tokens.values.to_numpy(), tokens.offsets.to_numpy()
+                for r, offset in zip(rows.row.to_numpy(), rows.offset.to_numpy()):
+                    out.put(offset, flat[bounds[r]:bounds[r + 1]])
 
-    files["embeddings"] = cached(root() / f"embeddings-{keys.emb}.npy", lambda: None, gather, lambda p: None)[1]
-    embeddings = np.load(root() / f"embeddings-{keys.emb}.npy", mmap_mode="r")
-    files["index"] = cached(root() / f"index-{keys.index}.faiss", lambda: build_index(embeddings, cfg),
-                            _write_index, lambda p: None)[1]
+    def write_embeddings(_, tmp: Path) -> None:
+        with EmbeddingFileWriter(tmp, len(kept), dim, EMBEDDING_DTYPES[_name(cfg.embedding_dtype)]) as out:
+            for u, rows in by_unit.items():
+                vectors = np.load(unit_paths(keys, u)[1])
+                for r, position in zip(rows.row.to_numpy(), rows.position.to_numpy()):
+                    out.put(position, vectors[r])
+
+    files = {"tokens": cached(root() / f"tokens-{keys.seq}.bin", lambda: None, write_tokens, lambda p: None)[1],
+             "sequences": cached(root() / f"pool-{keys.seq}.parquet", lambda: table, save_parquet,
+                                 pd.read_parquet)[1]}
+    embeddings_path = root() / f"embeddings-{keys.emb}.npy"
+    files["embeddings"] = cached(embeddings_path, lambda: None, write_embeddings, lambda p: None)[1]
+    files["index"] = cached(root() / f"index-{keys.index}.faiss",
+                            lambda: build_index(EmbeddingFile(embeddings_path), cfg), _write_index, lambda p: None)[1]
     manifest = {"keys": vars(keys), "files": files, "rows": len(kept), "dim": dim, "token_dtype": dtype.name,
                 "embedding_dtype": _name(cfg.embedding_dtype), "units": n_units}
     with atomic_path(manifest_path(keys)) as tmp:

@@ -76,7 +76,13 @@ def corpus_sources(cfg: DataConfig) -> Iterable[Tuple[str, str, str]]:
 
 
 def build_documents(cfg: DataConfig) -> pd.DataFrame:
-    """Columns: domain, source, doc_id, text, split ('pool' or 'query'), in (domain, seeded order) order.
+    """All documents in one table (see document_batches)."""
+    return pd.concat(list(document_batches(cfg)), ignore_index=True)
+
+
+def document_batches(cfg: DataConfig) -> Iterator[pd.DataFrame]:
+    """The documents, one domain at a time (each released once yielded). Columns: domain, source, doc_id, text,
+    split ('pool' or 'query'), in (domain, seeded order) order.
 
     The corpus is read once, in a stream: exact duplicates are dropped as they come (a 16-byte digest per
     document seen), and each domain keeps only its `max_docs_per_domain` first documents in the seeded order
@@ -107,14 +113,15 @@ def build_documents(cfg: DataConfig) -> pd.DataFrame:
                         f"drop them or fix their spelling")
     if not kept:
         raise UserError(f"the corpus '{cfg.name}' is empty: no document with text was found")
-    rows = [(*row, -neg) for domain in sorted(kept) for neg, _, row in kept[domain]]
-    docs = pd.DataFrame(rows, columns=["domain", "source", "doc_id", "text", "order"])
-    docs = docs.sort_values(["domain", "order"], kind="stable").reset_index(drop=True)
-    held_out = [unit_hash(cfg.seed, "split", d, s) < cfg.query_fraction for d, s in zip(docs.domain, docs.source)]
-    docs["split"] = ["query" if h else "pool" for h in held_out]
-    for domain, group in docs.groupby("domain"):
-        splits = set(group.split)
-        if splits != {"pool", "query"}:
-            raise UserError(f"domain '{domain}' has {group.source.nunique()} source(s), too few to hold out "
+    for domain in sorted(kept):
+        heap = kept.pop(domain)
+        docs = pd.DataFrame([(*row, -neg) for neg, _, row in heap], columns=["domain", "source", "doc_id", "text",
+                                                                              "order"])
+        del heap
+        docs = docs.sort_values("order", kind="stable").reset_index(drop=True)
+        docs["split"] = ["query" if unit_hash(cfg.seed, "split", d, s) < cfg.query_fraction else "pool"
+                         for d, s in zip(docs.domain, docs.source)]
+        if set(docs.split) != {"pool", "query"}:
+            raise UserError(f"domain '{domain}' has {docs.source.nunique()} source(s), too few to hold out "
                             f"queries and keep a pool; add text or change data.query_fraction")
-    return docs.drop(columns="order")
+        yield docs.drop(columns="order")

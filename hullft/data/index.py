@@ -59,10 +59,16 @@ def read_index(path) -> faiss.Index:
 
 
 class FaissSearch:
-    def __init__(self, index: faiss.Index, cfg: DataConfig):
+    """faiss top-K. With `data.index_rerank` = R > 0, the index's R best are rescored exactly from the
+    (memory-mapped) embeddings and the K best of those returned: a compressed index (PQ codes) proposes,
+    the stored vectors decide."""
+
+    def __init__(self, index: faiss.Index, cfg: DataConfig, embeddings: np.ndarray = None):
         if hasattr(index, "nprobe"):
             index.nprobe = cfg.ivf_nprobe
         self.index = self._on_gpu_if_possible(index, cfg)
+        self.rerank = cfg.index_rerank if embeddings is not None else 0
+        self.embeddings = embeddings
 
     @staticmethod
     def _on_gpu_if_possible(index, cfg):
@@ -78,9 +84,16 @@ class FaissSearch:
             return index
 
     def __call__(self, query: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-        scores, rows = self.index.search(np.ascontiguousarray(query[None, :], dtype=np.float32), k)
+        query = np.ascontiguousarray(query, dtype=np.float32)
+        scores, rows = self.index.search(query[None, :], max(k, self.rerank))
         keep = rows[0] >= 0
-        return scores[0][keep], rows[0][keep]
+        scores, rows = scores[0][keep], rows[0][keep]
+        if self.rerank <= k:
+            return scores, rows
+        rows = np.sort(rows)
+        exact = np.asarray(self.embeddings[rows], dtype=np.float32) @ query
+        best = np.lexsort((rows, -exact))[:k]
+        return exact[best], rows[best]
 
 
 class TorchExactSearch:
@@ -104,7 +117,7 @@ class TorchExactSearch:
 def make_search(index: faiss.Index, embeddings: np.ndarray, cfg: DataConfig):
     if str(cfg.index) == "flat" and torch.cuda.is_available():
         return TorchExactSearch(embeddings, torch.device("cuda"))
-    return FaissSearch(index, cfg)
+    return FaissSearch(index, cfg, embeddings)
 
 
 def recall_at_k(search, embeddings: np.ndarray, queries: np.ndarray, k: int) -> float:

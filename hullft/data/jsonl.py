@@ -37,13 +37,14 @@ class _ZstFrames(io.RawIOBase):
 
         self.path, self.chunk, self.file = path, chunk, open(path, "rb")
         self.new_frame = zstandard.ZstdDecompressor().decompressobj
-        self.frame, self.started, self.pending = self.new_frame(), False, b""
+        self.frame, self.started, self.pending, self.at = self.new_frame(), False, b"", 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        while not self.pending:
+        while self.at == len(self.pending):
+            self.pending, self.at = b"", 0
             data = self.file.read(self.chunk)
             if not data:
                 if self.started and not self.frame.eof:
@@ -56,8 +57,9 @@ class _ZstFrames(io.RawIOBase):
                 self.started = True
                 self.pending += self.frame.decompress(data)
                 data = self.frame.unused_data if self.frame.eof else b""
-        n = min(len(buffer), len(self.pending))
-        buffer[:n], self.pending = self.pending[:n], self.pending[n:]
+        n = min(len(buffer), len(self.pending) - self.at)  # an offset, not a slice: slicing copies the rest
+        buffer[:n] = memoryview(self.pending)[self.at:self.at + n]
+        self.at += n
         return n
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ pool of millions of sequences costs RAM for its table alone (~40 bytes a row), n
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, List, Sequence
+from typing import List
 
 import numpy as np
 import pandas as pd
@@ -19,17 +19,25 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
 
-def write_tokens(path: Path, sequences: Iterable[Sequence[int]], dtype: np.dtype) -> np.ndarray:
-    """Write the sequences back to back; returns their lengths."""
-    lengths = []
-    with open(path, "wb") as f:
-        for seq in sequences:
-            arr = np.asarray(seq, dtype=np.int64)
-            if len(arr) and (arr.min() < 0 or arr.max() > np.iinfo(dtype).max):
-                raise ValueError(f"token ids out of range for {dtype}")
-            f.write(arr.astype(dtype).tobytes())
-            lengths.append(len(arr))
-    return np.asarray(lengths, dtype=np.int64)
+class TokenFileWriter:
+    """A token file of a known size, filled sequence by sequence at each one's offset (in tokens): sequences
+    arrive in any order (a unit at a time) and memory holds only the one being written."""
+
+    def __init__(self, path: Path, total_tokens: int, dtype: np.dtype):
+        self.dtype, self.file = np.dtype(dtype), open(path, "wb")
+        self.file.truncate(total_tokens * self.dtype.itemsize)
+
+    def put(self, offset: int, tokens: np.ndarray) -> None:
+        if len(tokens) and (tokens.min() < 0 or tokens.max() > np.iinfo(self.dtype).max):
+            raise ValueError(f"token ids out of range for {self.dtype}")
+        self.file.seek(int(offset) * self.dtype.itemsize)
+        self.file.write(np.asarray(tokens).astype(self.dtype).tobytes())
+
+    def __enter__(self) -> "TokenFileWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
 
 
 def with_offsets(table: pd.DataFrame, lengths: np.ndarray) -> pd.DataFrame:

@@ -1,0 +1,218 @@
+"""The data space at scale: build time and peak memory at 100k / 300k / 1M sequences, a job's memory over it,
+and the search's time per query and recall@200 against exact search.
+
+    python -m benchmarks.bench_data [--sizes 100000 300000 1000000] [--index IVF1024,PQ64] [--nprobe 32]
+                                    [--rerank 1000] [--queries 200] [--workdir .cache/bench-data]
+
+Everything but the corpus and the embedder is the harness's own build (hullft/data): the streamed documents,
+the plan, the units, the merge into token store, embeddings and index, the manifest; and a job's loading of
+the result. The corpus is synthetic Pile-format text from a fixed seed: 20 domains of topical documents
+written in words that are single tokens of the model's tokenizer, each document exactly four 256-token
+sequences. The embedder is synthetic too, because all-MiniLM-L6-v2 would take ~14 h for 1M sequences on
+2 cores: a seeded random projection of each text's bag of words to 384 dimensions, which clusters by topic as
+sentence embeddings do. Each build and each job runs in a fresh process, so its peak RSS is its own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hullft.cache import REPO_ROOT
+
+DOMAINS, TOPICS_PER_DOMAIN, TOPIC_WORDS = 20, 50, 300
+WORDS_PER_DOC, SEQ_TOKENS, DIM = 1024, 256, 384
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def single_token_words(tokenizer) -> list:
+    """Words w such that ' w' is one token: documents of n words are exactly n tokens."""
+    words = sorted(t[1:] for t in tokenizer.get_vocab() if t.startswith("Ġ") and t[1:].isascii()
+                   and t[1:].isalpha() and t[1:].islower() and 3 <= len(t) - 1 <= 6)
+    return [w for w in words if len(tokenizer(" " + w, add_special_tokens=False).input_ids) == 1]
+
+
+class SyntheticEmbedder:
+    """A seeded random projection of a text's word counts, L2-normalised (the Embedder's interface)."""
+
+    def __init__(self, words: list):
+        self.index = {w: i for i, w in enumerate(words)}
+        self.projection = np.random.default_rng(7).normal(size=(len(words), DIM)).astype(np.float32)
+        self.dim, self.fingerprint = DIM, f"synthetic-bow-{len(words)}"
+
+    def embed(self, texts, progress: bool = False) -> np.ndarray:
+        from scipy.sparse import csr_matrix
+
+        ids = [[self.index.get(w, 0) for w in t.split()] for t in texts]
+        indptr = np.cumsum([0] + [len(i) for i in ids])
+        counts = csr_matrix((np.ones(indptr[-1], np.float32), np.concatenate(ids or [[]]).astype(np.int64), indptr),
+                            shape=(len(texts), len(self.index)))
+        vectors = np.asarray(counts @ self.projection, dtype=np.float32)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def write_corpus(path: Path, sequences: int, words: list) -> None:
+    """Enough documents that each domain's pool holds sequences / DOMAINS sequences after the 10% held out."""
+    rng = np.random.default_rng(0)
+    vocab = np.array(words)
+    docs_per_domain = int(np.ceil(sequences / DOMAINS / (WORDS_PER_DOC // SEQ_TOKENS) / 0.85)) + 10
+    background = 1 / np.arange(1, len(words) + 1)
+    background /= background.sum()
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        for d in range(DOMAINS):
+            topics = [rng.choice(len(words), size=TOPIC_WORDS, replace=False) for _ in range(TOPICS_PER_DOMAIN)]
+            weights = 1 / np.arange(1, TOPIC_WORDS + 1)
+            weights /= weights.sum()
+            for _ in range(docs_per_domain):
+                topic = topics[rng.integers(TOPICS_PER_DOMAIN)]
+                own = topic[rng.choice(TOPIC_WORDS, size=WORDS_PER_DOC, p=weights)]
+                shared = rng.choice(len(words), size=WORDS_PER_DOC, p=background)
+                ids = np.where(rng.random(WORDS_PER_DOC) < 0.6, own, shared)
+                f.write(json.dumps({"text": " " + " ".join(vocab[ids]), "meta": {"pile_set_name": f"Domain{d:02d}"}})
+                        + "\n")
+    tmp.rename(path)
+
+
+def data_overrides(args, corpus: Path, sequences: int) -> list:
+    return ["data=jsonl", f"data.path={corpus}", f"data.max_length={SEQ_TOKENS}", "data.max_doc_chars=8000",
+            f"data.max_pool_per_domain={sequences // DOMAINS}", "data.max_docs_per_domain=10000000",
+            "data.max_docs_per_source=1", "data.embedding_dtype=fp16", f"data.index='{args.index}'",
+            f"data.ivf_nprobe={args.nprobe}", f"data.index_rerank={args.rerank}", f"k={args.k}"]
+
+
+def child_build(args, corpus: Path, sequences: int) -> dict:
+    from hullft.compose import compose_config
+    from hullft.data import build
+    from hullft.models import load_tokenizer
+
+    cfg = compose_config(data_overrides(args, corpus, sequences))
+    tokenizer, fingerprint = load_tokenizer(cfg.model)
+    embedder = SyntheticEmbedder(single_token_words(tokenizer))
+    keys = build.Keys.of(cfg.data, fingerprint, embedder.fingerprint)
+    seconds, start = {}, time.perf_counter()
+    build.documents_path(cfg.data, keys)
+    seconds["documents"] = time.perf_counter() - start
+    build.plan(cfg.data, keys, tokenizer)
+    seconds["plan"] = time.perf_counter() - start - sum(seconds.values())
+    build.build_units(cfg.data, keys, tokenizer, embedder)
+    seconds["units"] = time.perf_counter() - start - sum(seconds.values())
+    manifest = build.merge(cfg.data, keys, len(tokenizer), embedder.dim)
+    seconds["merge"] = time.perf_counter() - start - sum(seconds.values())
+    return {"rows": manifest["rows"], "build_s": time.perf_counter() - start, **{f"{k}_s": v for k, v in seconds.items()},
+            "build_peak_rss_mib": peak_rss_mib()}
+
+
+def child_job(args, corpus: Path, sequences: int) -> dict:
+    """What a job does with the data space: load it, then per query embed, search, read candidate rows and the
+    tokens it would train on. RSS is measured before loading and after the queries."""
+    from hullft.compose import compose_config
+    from hullft.data import load_data_space
+    from hullft.data.embeddings import EmbeddingFile
+    from hullft.models import load_tokenizer
+    from hullft.per_query import embed_query
+
+    cfg = compose_config(data_overrides(args, corpus, sequences))
+    tokenizer, fingerprint = load_tokenizer(cfg.model)
+    embedder = SyntheticEmbedder(single_token_words(tokenizer))
+    before = rss_mib()
+    space = load_data_space(cfg.data, tokenizer, fingerprint, embedder)
+    queries = space.queries.sample(min(args.queries, len(space.queries)), random_state=0)
+    q = np.stack([embed_query(t, tokenizer, embedder, cfg.data.max_length) for t in queries.text])
+    space.search(q[0], cfg.k)  # warm-up
+    times, found = [], []
+    for vector in q:
+        start = time.perf_counter()
+        _, rows = space.search(vector, cfg.k)
+        times.append(time.perf_counter() - start)
+        found.append(rows)
+        space.candidates(rows)
+        for r in rows[:20]:
+            space.pool.tokens(int(r))
+    held = rss_mib() - before
+    exact = np.full((len(q), cfg.k), -1, dtype=np.int64)
+    scores = np.full((len(q), cfg.k), -np.inf, dtype=np.float32)
+    emb = EmbeddingFile(Path(space.embeddings.filename))
+    for start in range(0, len(emb), 1 << 16):
+        block = np.asarray(emb[start:start + (1 << 16)], np.float32) @ q.T
+        both = np.concatenate([scores, block.T], axis=1)
+        rows = np.concatenate([exact, np.broadcast_to(np.arange(start, start + len(block)), (len(q), len(block)))],
+                              axis=1)
+        top = np.argsort(-both, axis=1, kind="stable")[:, :cfg.k]
+        scores, exact = np.take_along_axis(both, top, 1), np.take_along_axis(rows, top, 1)
+    recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / cfg.k for a, b in zip(found, exact)])
+    return {"job_rss_mib": held, "search_ms": 1000 * float(np.median(times)),
+            "search_ms_p90": 1000 * float(np.quantile(times, 0.9)), f"recall@{cfg.k}": float(recall),
+            "queries": len(q), "disk_mib": sum(p.stat().st_size for p in Path(os.environ["HULLFT_CACHE"]).rglob("*")
+                                               if p.is_file() and p.name.startswith(("tokens-", "pool-", "embeddings-",
+                                                                                     "index-", "queries-"))) / 2**20}
+
+
+def run_child(phase: str, args, corpus: Path, sequences: int) -> dict:
+    cache = args.workdir / f"space-{sequences}"
+    env = {**os.environ, "HULLFT_CACHE": str(cache)}
+    argv = [sys.executable, "-m", "benchmarks.bench_data", "--child", phase, "--corpus", str(corpus),
+            "--sequences", str(sequences), "--index", args.index, "--nprobe", str(args.nprobe), "--rerank",
+            str(args.rerank), "--queries", str(args.queries), "--k", str(args.k)]
+    out = subprocess.run(argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"{phase} at {sequences} sequences failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    ap.add_argument("--index", default="IVF1024,PQ64")
+    ap.add_argument("--nprobe", type=int, default=32)
+    ap.add_argument("--rerank", type=int, default=1000)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--k", type=int, default=200)
+    ap.add_argument("--workdir", type=Path, default=REPO_ROOT / ".cache" / "bench-data")
+    ap.add_argument("--child", choices=["build", "job"], help=argparse.SUPPRESS)
+    ap.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--sequences", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        result = (child_build if args.child == "build" else child_job)(args, args.corpus, args.sequences)
+        print(json.dumps(result))
+        return
+    import pandas as pd
+
+    from hullft.compose import compose_config
+    from hullft.models import load_tokenizer
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    words = single_token_words(load_tokenizer(compose_config([]).model)[0])
+    rows = []
+    for n in args.sizes:
+        corpus = args.workdir / f"corpus-{n}.jsonl"
+        if not corpus.exists():
+            write_corpus(corpus, n, words)
+        row = {"sequences": n, **run_child("build", args, corpus, n), **run_child("job", args, corpus, n)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    df = pd.DataFrame(rows)
+    df["build_s_per_100k"] = df.build_s / df.sequences * 1e5
+    print(f"{len(words)} single-token words; index {args.index}, nprobe {args.nprobe}, rerank {args.rerank}, "
+          f"k {args.k}, {os.cpu_count()} cores")
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+
+
+if __name__ == "__main__":
+    main()
