@@ -1,7 +1,7 @@
 """The data space at scale: build time and peak memory at 100k / 300k / 1M sequences, a job's memory over it,
 and the search's time per query and recall@200 against exact search.
 
-    python -m benchmarks.bench_data [--sizes 100000 300000 1000000] [--index IVF1024,PQ64] [--nprobe 32]
+    python -m benchmarks.bench_data [--sizes 100000 300000 1000000] [--index IVF1024,PQ64x4fs] [--nprobe 32]
                                     [--rerank 1000] [--queries 200] [--workdir .cache/bench-data]
 
 Everything but the corpus and the embedder is the harness's own build (hullft/data): the streamed documents,
@@ -35,9 +35,11 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def rss_mib() -> float:
+def rss_mib() -> tuple:
+    """(resident, of which file-backed: memory-mapped pages the OS can drop and read again), MiB."""
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        resident, shared = (int(v) * os.sysconf("SC_PAGE_SIZE") / 2**20 for v in f.read().split()[1:3])
+    return resident, shared
 
 
 def single_token_words(tokenizer) -> list:
@@ -123,7 +125,6 @@ def child_job(args, corpus: Path, sequences: int) -> dict:
     tokens it would train on. RSS is measured before loading and after the queries."""
     from hullft.compose import compose_config
     from hullft.data import load_data_space
-    from hullft.data.embeddings import EmbeddingFile
     from hullft.models import load_tokenizer
     from hullft.per_query import embed_query
 
@@ -132,7 +133,7 @@ def child_job(args, corpus: Path, sequences: int) -> dict:
     embedder = SyntheticEmbedder(single_token_words(tokenizer))
     before = rss_mib()
     space = load_data_space(cfg.data, tokenizer, fingerprint, embedder)
-    queries = space.queries.sample(min(args.queries, len(space.queries)), random_state=0)
+    queries = space.with_text(space.queries.sample(min(args.queries, len(space.queries)), random_state=0))
     q = np.stack([embed_query(t, tokenizer, embedder, cfg.data.max_length) for t in queries.text])
     space.search(q[0], cfg.k)  # warm-up
     times, found = [], []
@@ -144,10 +145,11 @@ def child_job(args, corpus: Path, sequences: int) -> dict:
         space.candidates(rows)
         for r in rows[:20]:
             space.pool.tokens(int(r))
-    held = rss_mib() - before
+    after = rss_mib()
+    held, held_file = after[0] - before[0], after[1] - before[1]
     exact = np.full((len(q), cfg.k), -1, dtype=np.int64)
     scores = np.full((len(q), cfg.k), -np.inf, dtype=np.float32)
-    emb = EmbeddingFile(Path(space.embeddings.filename))
+    emb = space.embeddings
     for start in range(0, len(emb), 1 << 16):
         block = np.asarray(emb[start:start + (1 << 16)], np.float32) @ q.T
         both = np.concatenate([scores, block.T], axis=1)
@@ -156,7 +158,7 @@ def child_job(args, corpus: Path, sequences: int) -> dict:
         top = np.argsort(-both, axis=1, kind="stable")[:, :cfg.k]
         scores, exact = np.take_along_axis(both, top, 1), np.take_along_axis(rows, top, 1)
     recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / cfg.k for a, b in zip(found, exact)])
-    return {"job_rss_mib": held, "search_ms": 1000 * float(np.median(times)),
+    return {"job_rss_mib": held, "job_rss_file_mib": held_file, "search_ms": 1000 * float(np.median(times)),
             "search_ms_p90": 1000 * float(np.quantile(times, 0.9)), f"recall@{cfg.k}": float(recall),
             "queries": len(q), "disk_mib": sum(p.stat().st_size for p in Path(os.environ["HULLFT_CACHE"]).rglob("*")
                                                if p.is_file() and p.name.startswith(("tokens-", "pool-", "embeddings-",
@@ -165,6 +167,10 @@ def child_job(args, corpus: Path, sequences: int) -> dict:
 
 def run_child(phase: str, args, corpus: Path, sequences: int) -> dict:
     cache = args.workdir / f"space-{sequences}"
+    models = cache / "models"  # the dequantized model is made once, in the default cache, not in every space's
+    if not models.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        models.symlink_to(REPO_ROOT / ".cache" / "models", target_is_directory=True)
     env = {**os.environ, "HULLFT_CACHE": str(cache)}
     argv = [sys.executable, "-m", "benchmarks.bench_data", "--child", phase, "--corpus", str(corpus),
             "--sequences", str(sequences), "--index", args.index, "--nprobe", str(args.nprobe), "--rerank",
@@ -178,11 +184,12 @@ def run_child(phase: str, args, corpus: Path, sequences: int) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
-    ap.add_argument("--index", default="IVF1024,PQ64")
+    ap.add_argument("--index", default="IVF1024,PQ64x4fs")
     ap.add_argument("--nprobe", type=int, default=32)
     ap.add_argument("--rerank", type=int, default=1000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--k", type=int, default=200)
+    ap.add_argument("--job-only", action="store_true", help="spaces already built: measure the job alone")
     ap.add_argument("--workdir", type=Path, default=REPO_ROOT / ".cache" / "bench-data")
     ap.add_argument("--child", choices=["build", "job"], help=argparse.SUPPRESS)
     ap.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
@@ -204,11 +211,13 @@ def main(argv=None) -> None:
         corpus = args.workdir / f"corpus-{n}.jsonl"
         if not corpus.exists():
             write_corpus(corpus, n, words)
-        row = {"sequences": n, **run_child("build", args, corpus, n), **run_child("job", args, corpus, n)}
+        built = {} if args.job_only else run_child("build", args, corpus, n)
+        row = {"sequences": n, **built, **run_child("job", args, corpus, n)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     df = pd.DataFrame(rows)
-    df["build_s_per_100k"] = df.build_s / df.sequences * 1e5
+    if "build_s" in df:
+        df["build_s_per_100k"] = df.build_s / df.sequences * 1e5
     print(f"{len(words)} single-token words; index {args.index}, nprobe {args.nprobe}, rerank {args.rerank}, "
           f"k {args.k}, {os.cpu_count()} cores")
     print(df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))

@@ -35,7 +35,7 @@ def main(argv=None) -> pd.DataFrame:
     rows = np.sort(np.random.default_rng(0).choice(len(space.pool), size=min(args.pool, len(space.pool)),
                                                    replace=False))
     texts = loaded.tokenizer.batch_decode([space.pool.tokens(r) for r in rows])
-    queries = space.queries.groupby("domain").head(args.queries_per_domain)
+    queries = space.with_text(space.queries.groupby("domain").head(args.queries_per_domain))
     results, baseline = [], None
     for precision, tokens in SETTINGS:
         embedder = Embedder(compose_config([f"embedder.max_tokens={tokens}",

@@ -34,7 +34,7 @@ def main(argv=None) -> float:
     loaded = load_model(cfg.model)
     space = load_data_space(cfg.data, loaded.tokenizer, loaded.fingerprint, Embedder(cfg.embedder))
     docs = space.queries.assign(order=lambda q: [unit_hash(0, "check", d) for d in q.doc_id])
-    docs = docs.sort_values(["domain", "order"]).groupby("domain").head(args.docs_per_domain)
+    docs = space.with_text(docs.sort_values(["domain", "order"]).groupby("domain").head(args.docs_per_domain))
     prefix = prefix_token_id(loaded.tokenizer, PrefixToken.bos)
     lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, max_length=args.window, batch_size=1,
               device=str(loaded.device), prefix_token_id=prefix, add_bos_token=False)

@@ -76,7 +76,7 @@ def pick_queries(space: DataSpace, cfg: DictConfig) -> pd.DataFrame:
     q = q.assign(order=[unit_hash(cfg.query_seed, "query", d) for d in q.doc_id])
     q = q.sort_values(["domain", "order"]).groupby("domain", group_keys=False).head(cfg.queries_per_domain)
     q = q.reset_index(drop=True)
-    return q.iloc[cfg.shard::cfg.num_shards]
+    return space.with_text(q.iloc[cfg.shard::cfg.num_shards])
 
 
 def scoring_forward(engine: FinetuneEngine, cfg: DictConfig):

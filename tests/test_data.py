@@ -93,9 +93,12 @@ def test_split_is_document_disjoint_and_deduplicated(setup, tiny_overrides):
     pool_sources = set(docs[docs.split == "pool"].source)
     assert query_sources and pool_sources and not query_sources & pool_sources
     query_ids = set(space.queries.doc_id)
-    assert not query_ids & set(space.pool.table.doc_id)
+    assert not query_ids & set(space.pool_keys().doc_id)
     pool_doc_texts = set(docs[docs.split == "pool"].text)
-    assert not pool_doc_texts & set(space.queries.text)
+    assert "text" not in space.queries  # a job reads the text of the queries it runs only
+    with_text = space.with_text(space.queries)
+    assert list(with_text.text) == list(docs[docs.split == "query"].text)
+    assert not pool_doc_texts & set(with_text.text)
     assert set(space.pool.domains) == {"Github", "Docs", "Licenses"}
     assert max(space.pool.lengths) <= cfg.data.max_length
     assert space.embeddings.shape == (len(space.pool), 384)

@@ -81,21 +81,23 @@ def test_embedding_file_round_trip(tmp_path, monkeypatch):
     assert emb.shape == (300, 8) and len(emb) == 300
     np.testing.assert_array_equal(emb[10:250], x[10:250])
     rows = np.sort(rng.choice(300, size=40, replace=False))
-    np.testing.assert_array_equal(emb[rows], x[rows])
+    np.testing.assert_array_equal(emb[rows], x[rows])  # scanned in chunks
+    few = rng.choice(300, size=3, replace=False)  # unsorted, one read each
+    np.testing.assert_array_equal(emb[few], x[few])
 
 
 def test_a_job_holds_no_pool_text_and_reads_tokens_from_disk(tiny_overrides):
     cfg = compose_config([*tiny_overrides, "data.embedding_dtype=fp16"])
     loaded = load_model(cfg.model)
     space = load_data_space(cfg.data, loaded.tokenizer, loaded.fingerprint, Embedder(cfg.embedder))
-    assert "text" not in space.pool.table and not hasattr(space, "documents")
-    assert isinstance(space.embeddings, np.memmap) and space.embeddings.dtype == np.float16
+    assert not {"text", "doc_id"} & set(space.pool.table) and not hasattr(space, "documents")
+    assert isinstance(space.embeddings, EmbeddingFile) and space.embeddings.dtype == np.float16
     rows = np.arange(5)
     candidates = space.candidates(rows)
     assert candidates.dtype == np.float32 and np.allclose(np.linalg.norm(candidates, axis=1), 1, atol=1e-3)
     chunked = stages.chunk(stages.documents(cfg.data, space.keys).query("split == 'pool'"), loaded.tokenizer,
                            cfg.data)
-    first = space.pool.table.iloc[0]
+    first = space.pool_keys().iloc[0]
     match = chunked[(chunked.doc_id == first.doc_id) & (chunked.start == first.start)].tokens.iloc[0]
     assert space.pool.tokens(0) == list(match)
 
@@ -111,6 +113,7 @@ def _cli(args, cache: Path):
 def test_sharded_build_merges_into_the_one_process_build(tmp_path, tiny_overrides):
     overrides = [*tiny_overrides, "data.unit_docs=12"]
     _cli(["build", *overrides], tmp_path / "one")
+    assert "pool sequences in" in _cli(["plan", *overrides], tmp_path / "sharded").stdout
     _cli(["build", "-m", "data.shard=0,1", "data.num_shards=2", "hydra/launcher=joblib", *overrides],
          tmp_path / "sharded")
     assert not list((tmp_path / "sharded" / "dataspace").glob("space-*.json"))  # not merged yet
@@ -150,7 +153,9 @@ def test_index_by_factory_string_and_recall(tiny_overrides):
         build_index(x, compose_config(["data.index=Nonsense42"]).data)
 
 
-def test_torch_exact_search_equals_faiss_flat():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda, pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs CUDA")])])
+def test_torch_exact_search_equals_faiss_flat(device):
     import torch
 
     rng = np.random.default_rng(1)
@@ -158,6 +163,6 @@ def test_torch_exact_search_equals_faiss_flat():
     q = rng.normal(size=16).astype(np.float32)
     cfg = compose_config([]).data
     s1, r1 = FaissSearch(build_index(x, cfg), cfg)(q, 25)
-    s2, r2 = TorchExactSearch(x, torch.device("cpu"))(q, 25)
+    s2, r2 = TorchExactSearch(x, torch.device(device))(q, 25)
     np.testing.assert_array_equal(r1, r2)
     np.testing.assert_allclose(s1, s2, rtol=1e-5)

@@ -1,9 +1,11 @@
-"""python -m hullft.data build|merge|stats [hydra overrides]
+"""python -m hullft.data plan|build|merge|stats [hydra overrides]
 
+    plan    the documents and the plan of kept sequences only: run once before a sharded build, so the
+            shards do not each make them
     build   the data space in this process (or, with data.num_shards=N, the units of data.shard=i only):
             python -m hullft.data build -m data.shard=0,1,2,3 data.num_shards=4 hydra/launcher=joblib
             (hydra/launcher=submitit_slurm on a cluster)
-    merge   after every shard: the sample over all units, token store, embeddings, index, manifest
+    merge   after every shard: token store, embeddings, index, manifest
     stats   per domain: documents, sources, bytes, query documents, pool sequences and tokens; and the
             index's recall@k against exact search on a sample of query documents
 """
@@ -25,7 +27,7 @@ from hullft.jobs import guarded, run_cli
 from hullft.models import load_tokenizer
 from hullft.validate import check_config
 
-ACTIONS = ("build", "merge", "stats")
+ACTIONS = ("plan", "build", "merge", "stats")
 RECALL_QUERIES = 32
 
 
@@ -35,6 +37,13 @@ def act(action: str, cfg: DictConfig) -> None:
     embedder = Embedder(cfg.embedder)
     data = cfg.data
     keys = build.Keys.of(data, fingerprint, embedder.fingerprint)
+    if action == "plan":
+        build.queries(data, keys)
+        kept = build.plan(data, keys, tokenizer)
+        units = len(build.unit_rows(build.documents_path(data, keys), data))
+        print(f"plan {keys.units}: {len(kept)} pool sequences in {units} units of {data.unit_docs} documents; now "
+              f"`python -m hullft.data build -m data.shard=... data.num_shards=N`, then `merge`")
+        return
     if action == "build" and data.num_shards > 1:
         units = build.build_units(data, keys, tokenizer, embedder, data.shard, data.num_shards)
         print(f"shard {data.shard} of {data.num_shards}: units {units} built; run `python -m hullft.data merge` "
@@ -52,8 +61,8 @@ def act(action: str, cfg: DictConfig) -> None:
         held = space.queries.memory_usage(deep=True).sum() + space.pool.table.memory_usage(deep=True).sum()
         print(f"held in RAM at query time besides the index: {held / 2**20:.1f} MiB "
               f"({held / max(1, int(space.pool.lengths.sum())):.2f} bytes per pool token; tokens and embeddings "
-              f"are memory-mapped)")
-        sample = space.queries.sample(min(RECALL_QUERIES, len(space.queries)), random_state=0)
+              f"are read from disk)")
+        sample = space.with_text(space.queries.sample(min(RECALL_QUERIES, len(space.queries)), random_state=0))
         queries = np.stack([embed_query(t, tokenizer, embedder, data.max_length) for t in sample.text])
         k = min(cfg.k, len(space.pool))
         print(f"recall@{k} of data.index={data.index} against exact search, {len(queries)} query documents: "

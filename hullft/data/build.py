@@ -136,12 +136,14 @@ def documents(cfg: DataConfig, keys: Keys) -> pd.DataFrame:
     return pd.read_parquet(documents_path(cfg, keys))
 
 
-def queries(cfg: DataConfig, keys: Keys):
-    """(held-out documents, digest); only the query rows of the documents are read to build this table."""
+def queries(cfg: DataConfig, keys: Keys, load: bool = True):
+    """(held-out documents, or None if not `load`, digest); only the query rows of the documents are read to
+    build this table."""
     def build():
         docs = pd.read_parquet(documents_path(cfg, keys), filters=[("split", "==", "query")])
         return docs.drop(columns="split").reset_index(drop=True)
-    return cached(root() / f"queries-{keys.docs}.parquet", build, save_parquet, pd.read_parquet)
+    return cached(root() / f"queries-{keys.docs}.parquet", build, save_parquet,
+                  pd.read_parquet if load else (lambda p: None))
 
 
 def unit_rows(path: Path, cfg: DataConfig) -> List[np.ndarray]:

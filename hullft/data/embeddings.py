@@ -1,17 +1,20 @@
 """Pool embeddings on disk: one .npy of (rows, d) in data.embedding_dtype, written row by row, read in chunks.
 
-Jobs memory-map the file and read only their candidates' rows. Building an index reads it through plain
-file reads instead: pages read through a memory map count towards the process's resident memory, and an
-index over millions of vectors would otherwise hold them all.
+No process keeps it mapped: pages read through a memory map count towards the process's resident memory, so a
+job reranking a thousand random rows per query, or an index build reading millions of vectors, would hold every
+page it touched. A job reads its candidates' rows through a map it lets go
+of right after (madvise DONTNEED: the pages stay in the OS's page cache); an index build scans in chunks.
 """
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 from typing import Tuple
 
 import numpy as np
 
 READ_ROWS = 1 << 16
+SPARSE = 64  # fewer rows than 1/64 of the file: read each (a query's candidates), else scan in chunks
 
 
 class EmbeddingFileWriter:
@@ -36,7 +39,8 @@ class EmbeddingFileWriter:
 
 
 class EmbeddingFile:
-    """Rows of an .npy read with file reads, not a memory map: `emb[a:b]` and `emb[sorted rows]`."""
+    """Rows of an .npy read with file reads, not a memory map: `emb[a:b]`, `emb[rows]` (ascending rows where
+    they are many)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -48,6 +52,7 @@ class EmbeddingFile:
         if fortran or len(shape) != 2:
             raise ValueError(f"{self.path.name} is not a (rows, d) C-ordered array")
         self.shape: Tuple[int, int] = shape
+        self._map = self._view = None
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -57,6 +62,18 @@ class EmbeddingFile:
         offset = self.header + start * self.shape[1] * self.dtype.itemsize
         return np.fromfile(self.path, dtype=self.dtype, count=count, offset=offset).reshape(-1, self.shape[1])
 
+    def _read_each(self, rows: np.ndarray) -> np.ndarray:
+        """A few rows, in any order, through a memory map whose pages are let go again right after, so they stay
+        in the OS's page cache but not in this process's resident memory."""
+        if self._map is None:
+            with open(self.path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._view = np.frombuffer(self._map, dtype=self.dtype, count=self.shape[0] * self.shape[1],
+                                       offset=self.header).reshape(self.shape)
+        out = self._view[rows]  # a copy
+        self._map.madvise(mmap.MADV_DONTNEED)
+        return out
+
     def __getitem__(self, key) -> np.ndarray:
         if isinstance(key, slice):
             start, stop, step = key.indices(self.shape[0])
@@ -64,6 +81,8 @@ class EmbeddingFile:
                 raise IndexError("only contiguous slices")
             return self._read(start, max(start, stop))
         rows = np.asarray(key, dtype=np.int64)
+        if len(rows) * SPARSE < self.shape[0]:
+            return self._read_each(rows)
         if np.any(np.diff(rows) < 0):
             raise IndexError("rows must be ascending")
         out = []

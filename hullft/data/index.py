@@ -60,7 +60,7 @@ def read_index(path) -> faiss.Index:
 
 class FaissSearch:
     """faiss top-K. With `data.index_rerank` = R > 0, the index's R best are rescored exactly from the
-    (memory-mapped) embeddings and the K best of those returned: a compressed index (PQ codes) proposes,
+    stored embeddings and the K best of those returned: a compressed index (PQ codes) proposes,
     the stored vectors decide."""
 
     def __init__(self, index: faiss.Index, cfg: DataConfig, embeddings: np.ndarray = None):

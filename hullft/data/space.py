@@ -2,8 +2,8 @@
 
 Loaded from the manifest a build writes (build.py); built first, in this process, where it is missing.
 Its `key` is a hash of the content of every file, so results are identified by what they were measured
-on (hullft/records.py). At query time only the queries' text is in memory: tokens and embeddings are
-memory-mapped and read row by row.
+on (hullft/records.py). At query time only the text of the queries a job runs is in memory: tokens are
+memory-mapped, embeddings read row by row from disk.
 """
 from __future__ import annotations
 
@@ -14,23 +14,37 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from hullft.cache import content_hash, verified_digest
 from hullft.config import DataConfig
 from hullft.data import build
+from hullft.data.embeddings import EmbeddingFile
 from hullft.data.index import make_search, read_index
 from hullft.data.token_store import TokenStore
 
 
 @dataclass
 class DataSpace:
-    queries: pd.DataFrame    # domain, source, doc_id, text: held-out documents
+    queries: pd.DataFrame    # domain, source, doc_id of the held-out documents; their text: with_text()
     pool: TokenStore         # training sequences: tokens(row), domains, table (domain, doc_id, start, ...)
-    embeddings: np.ndarray   # (len(pool), d) unit rows, memory-mapped, fp32 or fp16
+    embeddings: EmbeddingFile  # (len(pool), d) unit rows on disk, fp32 or fp16: embeddings[rows]
     search: Callable         # search(query, k) -> (scores, rows)
     key: str
     cfg: DataConfig
     keys: build.Keys
+
+    def with_text(self, queries: pd.DataFrame) -> pd.DataFrame:
+        """These query documents with their text, read from disk for them alone: a job keeps the text of the
+        queries it runs, not of every held-out document (a tenth of a corpus)."""
+        path = build.root() / f"queries-{self.keys.docs}.parquet"
+        ids = list(queries.doc_id)
+        texts = pq.read_table(path, columns=["doc_id", "text"], filters=[("doc_id", "in", ids)]).to_pandas()
+        return queries.assign(text=queries.doc_id.map(dict(zip(texts.doc_id, texts.text))))
+
+    def pool_keys(self) -> pd.DataFrame:
+        """domain, doc_id, start of every pool row (read from disk; a job does not hold them)."""
+        return pd.read_parquet(build.root() / f"pool-{self.keys.seq}.parquet", columns=["domain", "doc_id", "start"])
 
     def candidates(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self.embeddings[rows], dtype=np.float32)
@@ -41,8 +55,9 @@ class DataSpace:
         table = docs.groupby("domain").agg(documents=("doc_id", "size"), sources=("source", "nunique"),
                                            bytes=("bytes", "sum"))
         table["query_documents"] = self.queries.groupby("domain").size()
-        table["pool_sequences"] = self.pool.table.groupby("domain").size()
-        table["pool_tokens"] = self.pool.table.groupby("domain").length.sum()
+        by_domain = self.pool.table.groupby("domain", observed=True)
+        table["pool_sequences"] = by_domain.size()
+        table["pool_tokens"] = by_domain.length.sum()
         return table.fillna(0).astype(int)
 
 
@@ -54,9 +69,12 @@ def _load(cfg: DataConfig, keys: build.Keys) -> DataSpace:
     for name, path in paths.items():
         if verified_digest(path) != manifest["files"][name]:
             raise ValueError(f"{path.name} is not the file the manifest names")
-    queries, queries_digest = build.queries(cfg, keys)
-    pool = TokenStore(paths["tokens"], pd.read_parquet(paths["sequences"]), np.dtype(manifest["token_dtype"]))
-    embeddings = np.load(paths["embeddings"], mmap_mode="r")
+    queries_digest = build.queries(cfg, keys, load=False)[1]
+    queries = pd.read_parquet(root / f"queries-{keys.docs}.parquet", columns=["domain", "source", "doc_id"])
+    # what a job needs of the pool table: ~17 bytes a row; doc_id and start stay on disk (pool_keys)
+    table = pq.read_table(paths["sequences"], columns=["domain", "offset", "length"], read_dictionary=["domain"])
+    pool = TokenStore(paths["tokens"], table.to_pandas(), np.dtype(manifest["token_dtype"]))
+    embeddings = EmbeddingFile(paths["embeddings"])
     if embeddings.shape != (len(pool), manifest["dim"]):
         raise ValueError(f"embeddings have shape {embeddings.shape}, expected {(len(pool), manifest['dim'])}")
     index = read_index(paths["index"])

@@ -56,7 +56,7 @@ class TokenStore:
         self.flat = np.memmap(tokens_path, dtype=dtype, mode="r", shape=(total,)) if total else np.zeros(0, dtype)
         self.offsets = self.table.offset.to_numpy(np.int64)
         self.lengths = self.table.length.to_numpy(np.int64)
-        self.domains = self.table.domain.to_numpy()
+        self.domains = self.table.domain.array  # categorical in a job: a byte a row
 
     def __len__(self) -> int:
         return len(self.table)
