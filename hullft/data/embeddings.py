@@ -39,8 +39,7 @@ class EmbeddingFileWriter:
 
 
 class EmbeddingFile:
-    """Rows of an .npy read with file reads, not a memory map: `emb[a:b]`, `emb[rows]` (ascending rows where
-    they are many)."""
+    """Rows of an .npy: `emb[a:b]`, `emb[rows]` (rows in any order)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -56,6 +55,10 @@ class EmbeddingFile:
 
     def __len__(self) -> int:
         return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """The whole file (np.asarray(emb)): for tests and small spaces."""
+        return self[:] if dtype is None else self[:].astype(dtype)
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         count = (stop - start) * self.shape[1]
@@ -83,11 +86,15 @@ class EmbeddingFile:
         rows = np.asarray(key, dtype=np.int64)
         if len(rows) * SPARSE < self.shape[0]:
             return self._read_each(rows)
-        if np.any(np.diff(rows) < 0):
-            raise IndexError("rows must be ascending")
-        out = []
+        order = np.argsort(rows, kind="stable")
+        ascending, parts = rows[order], []
         for start in range(0, self.shape[0], READ_ROWS):
-            mine = rows[(rows >= start) & (rows < start + READ_ROWS)]
+            mine = ascending[(ascending >= start) & (ascending < start + READ_ROWS)]
             if len(mine):
-                out.append(self._read(start, min(start + READ_ROWS, self.shape[0]))[mine - start])
-        return np.concatenate(out) if out else np.zeros((0, self.shape[1]), self.dtype)
+                parts.append(self._read(start, min(start + READ_ROWS, self.shape[0]))[mine - start])
+        found = np.concatenate(parts) if parts else np.zeros((0, self.shape[1]), self.dtype)
+        if len(found) != len(rows):
+            raise IndexError(f"rows beyond the end of {self.path.name}")
+        out = np.empty_like(found)
+        out[order] = found
+        return out
