@@ -1,4 +1,9 @@
-"""One query: embed it, retrieve K candidates, select, finetune, score, reset -> its records.
+"""One query in three phases: retrieve (embed it, top-K rows, their embeddings), select, then finetune, score, reset.
+
+The runner retrieves for a block of queries, then selects for all of them, then trains them: selection reads the
+data space only, never the model, so it runs before the block's first training step and `t_select` measures the
+selector rather than the state a training step, the embedder or a candidates' gather left the CPU in (see
+README, Performance).
 
 Usually one record. With `alpha`, the selection's size is chosen per query (hullft/selection/adaptive.py). With
 `checkpoints`, one record per checkpoint as well, each what a standalone run at that n would record:
@@ -11,7 +16,7 @@ The last record of a query is marked `final`; a resumed job redoes a query that 
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -39,26 +44,36 @@ def selector_name(selector) -> str:
 class QueryRun:
     def __init__(self, query, cfg, space, loaded, embedder, selector, engine, base, forward=None):
         self.query, self.cfg, self.space, self.loaded = query, cfg, space, loaded
-        self.selector, self.engine, self.forward = selector, engine, forward
+        self.selector, self.engine, self.base_cache, self.forward = selector, engine, base, forward
         start = time.perf_counter()
         self.q = embed_query(query.text, loaded.tokenizer, embedder, cfg.data.max_length)
         _, self.rows = space.search(self.q, cfg.k)
         self.candidates = space.candidates(self.rows)
         self.t_retrieve = time.perf_counter() - start
-        self.base = base.get(query.text)
+        self.plans: List[Tuple] = []  # (selection, t_select, budget, final, prefixes): filled by select()
 
-    def records(self) -> List[Dict]:
+    def select(self) -> None:
+        """Every selection this query's records need, each timed."""
         cfg, marks = self.cfg, sorted(set(self.cfg.checkpoints))
         if cfg.alpha is not None:
-            selection, seconds = select_adaptive(self.selector, self.q, self.candidates, cfg.budget, cfg.alpha,
-                                                 cfg.llambda)
-            return self.finetune_and_score(selection, seconds, cfg.budget)
-        if marks and not getattr(self.selector, "greedy", False):
-            return [record for n in marks + [cfg.budget] for record in self.finetune_and_score(
-                *timed_select(self.selector, self.q, self.candidates, n), n, final=n == cfg.budget)]
-        full, seconds = timed_select(self.selector, self.q, self.candidates, cfg.budget)
-        prefixes = {m: self.checked_prefix(full, m) for m in marks}
-        return self.finetune_and_score(full, seconds, cfg.budget, prefixes=prefixes)
+            self.plans = [(*select_adaptive(self.selector, self.q, self.candidates, cfg.budget, cfg.alpha,
+                                            cfg.llambda), cfg.budget, True, None)]
+        elif marks and not getattr(self.selector, "greedy", False):
+            self.plans = [(*timed_select(self.selector, self.q, self.candidates, n), n, n == cfg.budget, None)
+                          for n in marks + [cfg.budget]]
+        else:
+            full, seconds = timed_select(self.selector, self.q, self.candidates, cfg.budget)
+            self.plans = [(full, seconds, cfg.budget, True, {m: self.checked_prefix(full, m) for m in marks})]
+
+    def records(self) -> List[Dict]:
+        """Finetune and score each selection; the candidates are let go afterwards."""
+        if not self.plans:
+            self.select()
+        self.base = self.base_cache.get(self.query.text)
+        try:
+            return [record for plan in self.plans for record in self.finetune_and_score(*plan)]
+        finally:
+            self.candidates = None
 
     def checked_prefix(self, full: Multiset, m: int):
         selection, seconds = timed_select(self.selector, self.q, self.candidates, m)
@@ -125,6 +140,3 @@ class QueryRun:
             "diagnostics": str(selection.diagnostics if selection is not None else {}),
         }
 
-
-def run_query(query, cfg, space, loaded, embedder, selector, engine, base, forward=None) -> List[Dict]:
-    return QueryRun(query, cfg, space, loaded, embedder, selector, engine, base, forward).records()

@@ -24,12 +24,13 @@ from hullft.engine.finetune import FinetuneEngine
 from hullft.errors import UserError
 from hullft.loggers import make_logger
 from hullft.models import load_model
-from hullft.per_query import run_query, selector_name
+from hullft.per_query import QueryRun, selector_name
 from hullft.records import RecordStore
 from hullft.validate import check_config, check_writable
 
 log = logging.getLogger(__name__)
 NOT_HASHED = ("shard", "num_shards", "logger")
+CANDIDATE_BYTES = 256 << 20  # the candidates a block of queries holds between its retrieval and its training
 
 
 def config_hash(plain: Dict) -> str:
@@ -119,13 +120,20 @@ def _query_loop(cfg, out_dir, group, name, plain, store, selector, loaded, embed
     constant = {"model": loaded.name, "config_hash": store.config_hash, "data_key": store.data_key,
                 "git_sha": git_sha(), "device": str(loaded.device),
                 "shard": int(cfg.shard), "num_shards": int(cfg.num_shards)}
-    for query in tqdm(list(todo.itertuples()), desc=f"TTFT {selector_name(selector)} n={cfg.budget}"
-                      + ("" if cfg.alpha is None else f" alpha={cfg.alpha}"),
-                      unit="query", file=sys.stderr):
-        for record in run_query(query, cfg, space, loaded, embedder, selector, engine, base, forward):
-            record.update(constant)
-            store.append(record)
-            logger.log_query(record)
+    label = f"{selector_name(selector)} n={cfg.budget}" + ("" if cfg.alpha is None else f" alpha={cfg.alpha}")
+    todo, block = list(todo.itertuples()), max(1, CANDIDATE_BYTES // (cfg.k * space.embeddings.shape[1] * 4))
+    with tqdm(total=len(todo), desc=f"TTFT {label}", unit="query", file=sys.stderr) as progress:
+        for start in range(0, len(todo), block):
+            runs = [QueryRun(query, cfg, space, loaded, embedder, selector, engine, base, forward)
+                    for query in todo[start:start + block]]
+            for run in runs:  # selection reads the data space only: all of the block's before its training
+                run.select()
+            for run in runs:
+                for record in run.records():
+                    record.update(constant)
+                    store.append(record)
+                    logger.log_query(record)
+                progress.update()
     if engine.captured:
         log.info("CUDA-graph capture in this job: %.2f s for training steps, %.2f s for scoring windows "
                  "(outside every query's t_finetune and t_eval)", engine.steps.capture_seconds,

@@ -156,3 +156,23 @@ def test_bad_input_fails_at_start_with_one_clear_line(tmp_path, tiny_overrides, 
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not list(tmp_path.rglob("records.parquet"))
+
+
+@pytest.mark.parametrize("block_bytes, order", [(None, ["select"] * 6 + ["train"] * 6),
+                                                 (1, ["select", "train"] * 6)])
+def test_a_blocks_selections_are_made_before_its_first_training_step(tmp_path, tiny_overrides, monkeypatch,
+                                                                     block_bytes, order):
+    """Selection reads the data space only, so the runner makes (and times) a block's before any of its training."""
+    import hullft.per_query
+    import hullft.runner
+    from hullft.compose import compose_config
+    from hullft.engine.finetune import FinetuneEngine
+
+    events, select, finetune = [], hullft.per_query.timed_select, FinetuneEngine.finetune
+    monkeypatch.setattr(hullft.per_query, "timed_select", lambda *a: events.append("select") or select(*a))
+    monkeypatch.setattr(FinetuneEngine, "finetune", lambda *a, **k: events.append("train") or finetune(*a, **k))
+    if block_bytes is not None:
+        monkeypatch.setattr(hullft.runner, "CANDIDATE_BYTES", block_bytes)
+    df = hullft.runner.run_job(compose_config([*tiny_overrides, "selector=nn", "budget=2"]), tmp_path)
+    assert len(df) == 6 and (df.t_select > 0).all() and df.t_retrieve.gt(0).all()
+    assert events == order
