@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 # Debian packages holding the offline corpus; skipped (domains then left out with a message) elsewhere.
 corpus:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  missing=$$(for p in $(CORPUS_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  missing=$$(for p in $(CORPUS_DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	  if [ -n "$$missing" ]; then (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing) \
 	    || echo "corpus: apt-get failed; domains whose Debian package is missing will be skipped"; fi; \
 	else echo "corpus: not root on Debian; domains whose Debian package is missing will be skipped"; fi

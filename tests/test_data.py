@@ -65,11 +65,20 @@ def test_missing_file_and_empty_corpus(tmp_path, tiny_overrides):
         build_documents(compose_config(tiny_overrides + [f"data.path={empty}"]).data)
 
 
-def test_domain_with_one_source_cannot_be_split(tmp_path, tiny_overrides):
+def test_domain_with_one_source_is_skipped_unless_named(tmp_path, tiny_overrides, capsys):
+    """A default build leaves out (and says so) a domain it cannot split, e.g. perl_docs without perl-doc."""
+    one = json.dumps({"text": "only one document here " * 20, "meta": {"pile_set_name": "X"}}) + "\n"
     path = tmp_path / "one.jsonl"
-    path.write_text(json.dumps({"text": "only one document here " * 20, "meta": {"pile_set_name": "X"}}) + "\n")
-    with pytest.raises(ValueError, match="domain 'X' has 1 source"):
+    path.write_text(one)
+    with pytest.raises(ValueError, match="no domain has enough sources"):
         build_documents(compose_config(tiny_overrides + [f"data.path={path}"]).data)
+    path.write_text(one + "".join(json.dumps({"text": f"document number {i} " * 20, "meta": {"pile_set_name": "Y"}})
+                                  + "\n" for i in range(40)))
+    docs = build_documents(compose_config(tiny_overrides + [f"data.path={path}"]).data)
+    assert set(docs.domain) == {"Y"} and set(docs.split) == {"pool", "query"}
+    assert "domain 'X' has 1 source(s), too few to hold out queries and keep a pool: skipped" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="domain 'X' has 1 source.*drop it from data.domains"):
+        build_documents(compose_config(tiny_overrides + [f"data.path={path}", "data.domains=[X,Y]"]).data)
 
 
 def test_unknown_offline_domain():

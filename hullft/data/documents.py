@@ -113,7 +113,8 @@ def document_batches(cfg: DataConfig) -> Iterator[pd.DataFrame]:
                         f"drop them or fix their spelling")
     if not kept:
         raise UserError(f"the corpus '{cfg.name}' is empty: no document with text was found")
-    for domain in sorted(kept):
+    found_kept, skipped = sorted(kept), 0
+    for domain in found_kept:
         heap = kept.pop(domain)
         docs = pd.DataFrame([(*row, -neg) for neg, _, row in heap], columns=["domain", "source", "doc_id", "text",
                                                                               "order"])
@@ -122,6 +123,14 @@ def document_batches(cfg: DataConfig) -> Iterator[pd.DataFrame]:
         docs["split"] = ["query" if unit_hash(cfg.seed, "split", d, s) < cfg.query_fraction else "pool"
                          for d, s in zip(docs.domain, docs.source)]
         if set(docs.split) != {"pool", "query"}:
-            raise UserError(f"domain '{domain}' has {docs.source.nunique()} source(s), too few to hold out "
-                            f"queries and keep a pool; add text or change data.query_fraction")
+            problem = (f"domain '{domain}' has {docs.source.nunique()} source(s), too few to hold out queries and "
+                       f"keep a pool")
+            if cfg.domains:  # asked for by name: the user must hear it
+                raise UserError(f"{problem}; add text, change data.query_fraction or drop it from data.domains")
+            print(f"{problem}: skipped (add text or change data.query_fraction)", file=sys.stderr)
+            skipped += 1
+            continue
         yield docs.drop(columns="order")
+    if skipped == len(found_kept):
+        raise UserError(f"the corpus '{cfg.name}': no domain has enough sources to hold out queries and keep a pool; "
+                        f"add text or change data.query_fraction")
