@@ -5,7 +5,8 @@
 For nn, hullft and sift_exact: one real job each (`run_job`, the embedded model and data space, outputs in a
 temporary directory), then, for every query of the job, its candidates are retrieved again and the same
 selection is timed alone (`timed_select` repeated, median of `--reps`). Prints the median over queries of both
-and their ratio (the target in issue 9: <= 1.5), plus a check that the repeated selections have the recorded number of distinct rows.
+and their ratio (the target in issue 9: <= 1.5), plus a check that the repeated selections have the recorded
+number of distinct rows.
 """
 from __future__ import annotations
 
