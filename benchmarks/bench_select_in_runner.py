@@ -21,19 +21,19 @@ from hullft.compose import compose_config
 from hullft.data import load_data_space
 from hullft.embedder import Embedder
 from hullft.models import load_model
-from hullft.per_query import embed_query
+from hullft.per_query import QueryRun
 from hullft.runner import build_selector, pick_queries, run_job
 from hullft.selection.timing import timed_select
 
 
 def alone(cfg, space, loaded, embedder, queries: pd.DataFrame, reps: int) -> pd.DataFrame:
-    """Per query: the selection at cfg.budget timed alone (the same call repeated) and its distinct count."""
+    """Per query: the selection at cfg.budget timed alone (the same call repeated) and its distinct count. The
+    candidates come from the runner's own retrieval (QueryRun), which needs no engine or base scores."""
     selector, rows = build_selector(cfg.selector), []
     for query in queries.itertuples():
-        q = embed_query(query.text, loaded.tokenizer, embedder, cfg.data.max_length)
-        candidates = space.candidates(space.search(q, cfg.k)[1])
-        timed_select(selector, q, candidates, cfg.budget)  # warm-up
-        runs = [timed_select(selector, q, candidates, cfg.budget) for _ in range(reps)]
+        run = QueryRun(query, cfg, space, loaded, embedder, selector, engine=None, base=None)
+        timed_select(selector, run.q, run.candidates, cfg.budget)  # warm-up
+        runs = [timed_select(selector, run.q, run.candidates, cfg.budget) for _ in range(reps)]
         rows.append({"query_id": query.doc_id, "alone": statistics.median(s for _, s in runs),
                      "distinct_alone": len(runs[0][0].indices)})
     return pd.DataFrame(rows)
@@ -46,12 +46,14 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--reps", type=int, default=21)
     args = ap.parse_args(argv)
     out, table = Path(tempfile.mkdtemp(prefix="bench-select-runner-")), []
+    loaded = space = embedder = None
     for name in ("nn", "hullft", "sift_exact"):
         cfg = compose_config([f"selector={name}", f"budget={args.budget}",
                               f"queries_per_domain={args.queries_per_domain}", "logger=none"])
         records = run_job(cfg, out / name)
-        loaded, embedder = load_model(cfg.model), Embedder(cfg.embedder)
-        space = load_data_space(cfg.data, loaded.tokenizer, loaded.fingerprint, embedder)
+        if space is None:  # the same model and data space for every selector
+            loaded, embedder = load_model(cfg.model), Embedder(cfg.embedder)
+            space = load_data_space(cfg.data, loaded.tokenizer, loaded.fingerprint, embedder)
         timed = alone(cfg, space, loaded, embedder, pick_queries(space, cfg), args.reps)
         both = records.merge(timed, on="query_id")
         same = (both.distinct == both.distinct_alone).all()

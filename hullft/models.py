@@ -106,19 +106,19 @@ def _hub_fingerprint(cfg: ModelConfig, config) -> str:
     return f"{cfg.hub_id}@{getattr(config, '_commit_hash', None) or 'local'}"
 
 
-def _tiny_fingerprint(cfg: ModelConfig) -> str:
-    return f"tiny-{cfg.n_layer}x{cfg.n_embd}x{cfg.n_positions}"
+def _tiny_tokenizer(cfg: ModelConfig):
+    from transformers import ByT5Tokenizer
+
+    return ByT5Tokenizer(), f"tiny-{cfg.n_layer}x{cfg.n_embd}x{cfg.n_positions}"
 
 
 def _build_tiny(cfg: ModelConfig):
-    from transformers import ByT5Tokenizer
-
-    tokenizer = ByT5Tokenizer()
+    tokenizer, fingerprint = _tiny_tokenizer(cfg)
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=cfg.n_positions, n_embd=cfg.n_embd,
                         n_layer=cfg.n_layer, n_head=cfg.n_head, bos_token_id=tokenizer.eos_token_id,
                         eos_token_id=tokenizer.eos_token_id)
-    return GPT2LMHeadModel(config), tokenizer, _tiny_fingerprint(cfg)
+    return GPT2LMHeadModel(config), tokenizer, fingerprint
 
 
 LOADERS = {ModelKind.gguf_package: _load_gguf_cached, ModelKind.hub: _load_hub, ModelKind.tiny: _build_tiny}
@@ -137,12 +137,6 @@ def _hub_tokenizer(cfg: ModelConfig):
     except (OSError, ValueError) as e:
         raise ModelNotAvailable(f"model={cfg.name}: the tokenizer of '{cfg.hub_id}' is not available offline "
                                 f"({type(e).__name__}); set model.hub_id to a local directory") from None
-
-
-def _tiny_tokenizer(cfg: ModelConfig):
-    from transformers import ByT5Tokenizer
-
-    return ByT5Tokenizer(), _tiny_fingerprint(cfg)
 
 
 TOKENIZER_LOADERS = {ModelKind.gguf_package: _gguf_tokenizer, ModelKind.hub: _hub_tokenizer,

@@ -113,8 +113,8 @@ def document_batches(cfg: DataConfig) -> Iterator[pd.DataFrame]:
                         f"drop them or fix their spelling")
     if not kept:
         raise UserError(f"the corpus '{cfg.name}' is empty: no document with text was found")
-    found_kept, skipped = sorted(kept), 0
-    for domain in found_kept:
+    domains, skipped = sorted(kept), 0
+    for domain in domains:
         heap = kept.pop(domain)
         docs = pd.DataFrame([(*row, -neg) for neg, _, row in heap], columns=["domain", "source", "doc_id", "text",
                                                                               "order"])
@@ -131,6 +131,6 @@ def document_batches(cfg: DataConfig) -> Iterator[pd.DataFrame]:
             skipped += 1
             continue
         yield docs.drop(columns="order")
-    if skipped == len(found_kept):
+    if skipped == len(domains):
         raise UserError(f"the corpus '{cfg.name}': no domain has enough sources to hold out queries and keep a pool; "
                         f"add text or change data.query_fraction")
