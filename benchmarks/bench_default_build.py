@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_default_build [--pool 3000] [--queries-per-domain 6]
 
-On a seeded sample of the default pool's sequences, per embedder setting (max tokens 256 or 128; fp32, bf16 autocast, or
+On a seeded sample of the default pool's sequences, per embedder setting (max tokens 256 or 128; fp32, the model in bf16, or
 int8 dynamic quantisation of the Linear layers): seconds per 1,000 sequences, and how much each query document's
 top-200 candidates (over the sample) overlap the fp32/256 ones. Embedding is the build's dominant stage.
 """

