@@ -57,7 +57,8 @@ class EmbedderConfig:
     package: str = ""
     hub_id: str = ""
     max_tokens: int = 256
-    batch_size: int = 32
+    batch_size: int = 64                 # at most this many sequences per batch ...
+    batch_tokens: Optional[int] = None   # ... and this many padded tokens (null: 4096 on a CPU, 65536 on CUDA)
     precision: EmbedderPrecision = EmbedderPrecision.auto
     device: str = "auto"
 

@@ -70,6 +70,7 @@ CONFIG_CASES = [
     (["data.hnsw_m=1"], "data.hnsw_m=1"),
     (["embedder.max_tokens=0"], "embedder.max_tokens=0"),
     (["embedder.batch_size=0"], "embedder.batch_size=0"),
+    (["embedder.batch_tokens=0"], "embedder.batch_tokens=0"),
     (["model.device=gpu"], "model.device=gpu: must be auto, cpu, cuda"),
     (["embedder.device=tpu"], "embedder.device=tpu"),
     (["logger.mode=loud"], "logger.mode=loud"),

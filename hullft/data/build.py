@@ -4,8 +4,9 @@
     queries    the held-out documents alone: the only text a job keeps in memory
     plan       which pool sequences the space keeps: every pool document tokenised and chunked, then each
                domain's `max_pool_per_domain` first sequences in a seeded order (keys only, no tokens)
-    units      the pool documents in fixed blocks of `data.unit_docs`; per unit: tokenise, chunk, keep the
-               planned sequences, embed them. Units are independent, so `data.shard`/`data.num_shards`
+    units      the pool documents in fixed blocks of `data.unit_docs`; per unit: keep the planned sequences
+               (from the plan's tokenised sequences of the unit, or tokenising its documents again where that
+               file is gone), embed them. Units are independent, so `data.shard`/`data.num_shards`
                spread them over processes or cluster jobs (each builds the small plan itself, if missing).
     merge      the units in order: the token store (token_store.py), the embeddings (one .npy, memory-mapped,
                `data.embedding_dtype`), the faiss index (index.py), and a manifest.
@@ -19,7 +20,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hullft.cache import atomic_path, cache_root, content_hash, file_digest, source_digest, verified_digest, \
+from hullft.cache import atomic_path, cache_root, checksum_path, content_hash, file_digest, source_digest, verified_digest, \
     write_checksum
 from hullft.config import CorpusKind, DataConfig
 from hullft.data.corpus import DOMAINS
@@ -168,11 +169,12 @@ def chunk(docs: pd.DataFrame, tokenizer, cfg: DataConfig) -> pd.DataFrame:
     """Token-bounded sequences of the documents, each with its seeded sampling order."""
     rows = []
     encoded = tokenizer(list(docs.text), add_special_tokens=False).input_ids if len(docs) else []
+    max_length, min_length, seed = int(cfg.max_length), int(cfg.min_length), cfg.seed  # a DictConfig read is slow
     for (domain, doc_id), ids in zip(zip(docs.domain, docs.doc_id), encoded):
-        for start in range(0, len(ids), cfg.max_length):
-            piece = ids[start:start + cfg.max_length]
-            if len(piece) >= cfg.min_length:
-                rows.append((domain, doc_id, start, unit_hash(cfg.seed, "seq", doc_id, start), piece))
+        for start in range(0, len(ids), max_length):
+            piece = ids[start:start + max_length]
+            if len(piece) >= min_length:
+                rows.append((domain, doc_id, start, unit_hash(seed, "seq", doc_id, start), piece))
     return pd.DataFrame(rows, columns=["domain", "doc_id", "start", "order", "tokens"])
 
 
@@ -184,11 +186,15 @@ def sample(seqs: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
 
 def plan(cfg: DataConfig, keys: Keys, tokenizer) -> pd.DataFrame:
     """The kept sequences' (domain, doc_id, start, unit), in the space's row order. Built unit by unit,
-    keeping keys only, so its memory grows with the number of sequences, not of tokens."""
+    keeping keys only, so its memory grows with the number of sequences, not of tokens. Each unit's tokenised
+    sequences are left on disk for that unit (unit_sequences), so its documents are tokenised once."""
     def build():
         path = documents_path(cfg, keys)
-        parts = [chunk(read_rows(path, rows), tokenizer, cfg).drop(columns="tokens").assign(unit=u)
-                 for u, rows in enumerate(unit_rows(path, cfg))]
+        parts = []
+        for u, rows in enumerate(unit_rows(path, cfg)):
+            seqs = chunk(read_rows(path, rows), tokenizer, cfg)
+            cached(unit_sequences_path(keys, u), lambda: seqs, save_parquet, lambda p: None)
+            parts.append(seqs.drop(columns="tokens").assign(unit=u))
         return sample(pd.concat(parts, ignore_index=True), cfg)[["domain", "doc_id", "start", "unit"]]
     return cached(root() / f"plan-{keys.units}.parquet", build, save_parquet, pd.read_parquet)[0]
 
@@ -197,16 +203,39 @@ def unit_paths(keys: Keys, u: int):
     return root() / f"unit-{keys.units}-{u}.parquet", root() / f"unitemb-{keys.emb}-{u}.npy"
 
 
+def unit_sequences_path(keys: Keys, u: int) -> Path:
+    """Every sequence of unit u with its tokens, as the plan cut them; removed once the unit's table is built."""
+    return root() / f"unitseqs-{keys.units}-{u}.parquet"
+
+
+def unit_sequences(keys: Keys, u: int) -> Optional[pd.DataFrame]:
+    """Unit u's sequences from the plan's file, or None if it is missing or damaged."""
+    path = unit_sequences_path(keys, u)
+    if not path.exists():
+        return None
+    try:
+        verified_digest(path)
+        return pd.read_parquet(path)
+    except Exception as e:  # truncated or tampered: tokenise the documents instead
+        print(f"cache file {path} is damaged ({str(e).splitlines()[0]}); tokenising unit {u} again", file=sys.stderr)
+        return None
+
+
 def build_unit(u: int, cfg: DataConfig, keys: Keys, tokenizer, embedder, read_documents: Callable[[], pd.DataFrame],
                kept: pd.DataFrame) -> None:
     """One unit's kept sequences (domain, doc_id, start, tokens) and their embeddings in data.embedding_dtype."""
     table_path, emb_path = unit_paths(keys, u)
 
     def select() -> pd.DataFrame:
-        seqs = chunk(read_documents(), tokenizer, cfg)
+        seqs = unit_sequences(keys, u)
+        if seqs is None:
+            docs = read_documents()
+            seqs = chunk(docs[docs.doc_id.isin(kept.doc_id)], tokenizer, cfg)  # only documents holding kept ones
         return seqs.merge(kept[["domain", "doc_id", "start"]], on=["domain", "doc_id", "start"]).drop(columns="order")
 
     table, _ = cached(table_path, select, save_parquet, pd.read_parquet)
+    for done in (unit_sequences_path(keys, u), checksum_path(unit_sequences_path(keys, u))):
+        done.unlink(missing_ok=True)
 
     def embed() -> np.ndarray:
         texts = tokenizer.batch_decode([list(t) for t in table.tokens])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import sys
-from typing import Dict, Iterable, Iterator, List, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import pandas as pd
 
@@ -24,23 +24,33 @@ def unit_hash(*parts) -> float:
     return int.from_bytes(h[:8], "big") / 2**64
 
 
-def cut_document(text: str, max_chars: int) -> List[str]:
-    """Cut text at line breaks into pieces of at most max_chars (a longer single line is hard-cut)."""
-    pieces, current = [], ""
+def cut_document(text: str, max_chars: int, limit: Optional[int] = None) -> List[str]:
+    """Cut text at line breaks into pieces of at most max_chars (a longer single line is hard-cut); only the
+    first `limit` pieces, if given (the rest of a 2 MB file is then never cut)."""
+    pieces: List[str] = []
+    for piece in _raw_pieces(text, max_chars):
+        if piece.strip():
+            pieces.append(piece)
+            if len(pieces) == limit:
+                break
+    return pieces
+
+
+def _raw_pieces(text: str, max_chars: int) -> Iterator[str]:
+    current = ""
     for line in text.splitlines(keepends=True):
         while len(line) > max_chars:
             if current:
-                pieces.append(current)
+                yield current
                 current = ""
-            pieces.append(line[:max_chars])
+            yield line[:max_chars]
             line = line[max_chars:]
         if len(current) + len(line) > max_chars and current:
-            pieces.append(current)
+            yield current
             current = ""
         current += line
-    if current.strip():
-        pieces.append(current)
-    return [p for p in pieces if p.strip()]
+    if current:
+        yield current
 
 
 def _offline_sources(cfg: DataConfig) -> Iterator[Tuple[str, str, str]]:
@@ -90,20 +100,23 @@ def document_batches(cfg: DataConfig) -> Iterator[pd.DataFrame]:
     """
     kept: Dict[str, list] = {}
     seen, found, counter = set(), set(), 0
+    # plain values: a DictConfig read per document is slow
+    wanted, max_chars, per_source = set(cfg.domains), int(cfg.max_doc_chars), int(cfg.max_docs_per_source)
+    per_domain, seed = int(cfg.max_docs_per_domain), cfg.seed
     for domain, source, text in corpus_sources(cfg):
         found.add(domain)
-        if cfg.domains and domain not in cfg.domains:
+        if wanted and domain not in wanted:
             continue
-        for i, piece in enumerate(cut_document(text, cfg.max_doc_chars)[:cfg.max_docs_per_source]):
+        for i, piece in enumerate(cut_document(text, max_chars, limit=per_source)):
             digest = hashlib.sha256(piece.encode()).digest()[:16]
             if digest in seen:
                 continue
             seen.add(digest)
             doc_id = f"{source}#{i}"
-            item = (-unit_hash(cfg.seed, "doc", doc_id), counter, (domain, source, doc_id, piece))
+            item = (-unit_hash(seed, "doc", doc_id), counter, (domain, source, doc_id, piece))
             counter += 1
             heap = kept.setdefault(domain, [])
-            if len(heap) < cfg.max_docs_per_domain:
+            if len(heap) < per_domain:
                 heapq.heappush(heap, item)
             elif item[0] > heap[0][0]:  # earlier in the seeded order than the latest kept
                 heapq.heapreplace(heap, item)
