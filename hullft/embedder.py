@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Sequence
 
@@ -112,9 +114,26 @@ class Embedder:
             return out
         ids = self.tokenizer(list(texts), truncation=True, max_length=self.cfg.max_tokens).input_ids
         batches = length_batches(np.array([len(i) for i in ids]), self.cfg.batch_size, self.batch_tokens)
-        for rows in tqdm(batches, desc=f"embedding ({self.cfg.name})", disable=not progress, unit="batch"):
-            out[rows] = self._batch([ids[i] for i in rows])
+        with every_core(self.device):
+            for rows in tqdm(batches, desc=f"embedding ({self.cfg.name})", disable=not progress, unit="batch"):
+                out[rows] = self._batch([ids[i] for i in rows])
         return out
+
+
+@contextmanager
+def every_core(device: torch.device):
+    """On a CPU, torch's threads set to every core this process may run on (its affinity, which Slurm and
+    taskset set), whatever a launcher's thread limit says: oneDNN's bf16 matmuls split a small batch's sums over
+    threads (AMX), so a joblib worker held to one thread would embed other bits than a one-process build."""
+    if device.type != "cpu" or not hasattr(os, "sched_getaffinity"):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def length_batches(lengths: np.ndarray, max_rows: int, max_tokens: int) -> List[np.ndarray]:

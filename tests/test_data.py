@@ -156,6 +156,27 @@ def test_corrupt_cache_file_is_rebuilt(setup, isolated_cache, capsys):
     assert not list((isolated_cache / "dataspace").glob(".*.tmp"))  # nothing half-written left behind
 
 
+def test_units_take_the_plans_tokens_or_tokenise_again_alike(setup, tiny_overrides, isolated_cache, capsys):
+    cfg = compose_config(tiny_overrides + ["data.unit_docs=12"])  # several units
+    keys = build(cfg, setup).keys
+    root = isolated_cache / "dataspace"
+    assert not list(root.glob(f"unitseqs-{keys.units}-*"))  # removed once their unit is built
+    built = sorted(root.glob(f"unit-{keys.units}-*.parquet")) + sorted(root.glob(f"unitemb-{keys.emb}-*.npy"))
+    assert len(built) >= 6
+    before = {p.name: p.read_bytes() for p in built}
+    for path in [*built, stages.manifest_path(keys), *root.glob(f"plan-{keys.units}.parquet")]:
+        path.unlink()
+    stages.plan(cfg.data, keys, setup[1].tokenizer)
+    left = {int(p.stem.rsplit("-", 1)[1]): p for p in root.glob(f"unitseqs-{keys.units}-*.parquet")}
+    assert len(left) == len(built) // 2  # the plan leaves every unit its sequences
+    left[0].write_bytes(left[0].read_bytes()[:50])  # damaged: tokenised again
+    left[1].unlink()  # gone: tokenised again
+    build(cfg, setup)
+    assert "tokenising unit 0 again" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in built} == before
+    assert not list(root.glob(f"unitseqs-{keys.units}-*"))
+
+
 def test_changed_corpus_file_rebuilds_documents(setup, tiny_overrides, tmp_path, pile_fixture):
     copy = tmp_path / "copy.jsonl"
     shutil.copy(pile_fixture, copy)

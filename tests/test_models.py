@@ -1,4 +1,6 @@
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +53,20 @@ def test_embedder_equals_sentence_transformers():
         cosine = (ours * theirs).sum(1)
         assert cosine.min() >= 0.9999
         np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_embeddings_do_not_depend_on_the_callers_thread_limit():
+    # the default precision (bf16 where the CPU has it); one 256-token row a batch: its sums are split over threads
+    embedder = Embedder(compose_config(["embedder.batch_tokens=256"]).embedder)
+    source = Path(json.__file__).read_text()  # real text: varied activations
+    texts = [source[:4000], "short", source[5000:5400], source[9000:13000]]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # as a joblib worker is held
+        limited = embedder.embed(texts)
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(limited, embedder.embed(texts)) and torch.get_num_threads() == before
 
 
 @pytest.mark.parametrize("max_rows, max_tokens", [(64, 4096), (3, 4096), (64, 100), (1, 1)])
