@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hullft.cache import atomic_path, cache_root, checksum_path, content_hash, file_digest, source_digest, verified_digest, \
-    write_checksum
+from hullft.cache import atomic_path, cache_root, checksum_path, content_hash, file_digest, source_digest, \
+    verified_digest, write_checksum
 from hullft.config import CorpusKind, DataConfig
 from hullft.data.corpus import DOMAINS
 from hullft.data.documents import document_batches, unit_hash
@@ -217,7 +217,8 @@ def unit_sequences(keys: Keys, u: int) -> Optional[pd.DataFrame]:
         verified_digest(path)
         return pd.read_parquet(path)
     except Exception as e:  # truncated or tampered: tokenise the documents instead
-        print(f"cache file {path} is damaged ({str(e).splitlines()[0]}); tokenising unit {u} again", file=sys.stderr)
+        print(f"cache file {path} is damaged ({str(e).splitlines()[0]}); tokenising unit {u} again",
+              file=sys.stderr)
         return None
 
 
