@@ -104,6 +104,23 @@ def test_cut_document_with_a_limit_is_the_start_of_the_whole_cut():
             assert cut_document(text, 300, limit=limit or None) == (whole[:limit] if limit else whole)
 
 
+def test_token_ids_equal_the_tokenizers_own_call():
+    from transformers import PreTrainedTokenizerFast
+
+    bert = Embedder(compose_config([]).embedder).tokenizer  # its saved backend pads: the Rust path must not
+    plain = PreTrainedTokenizerFast(tokenizer_object=bert.backend_tokenizer.__class__.from_str(
+        bert.backend_tokenizer.to_str()))
+    plain.backend_tokenizer.no_padding()
+    plain.backend_tokenizer.no_truncation()
+    tokenizers = [bert, plain, load_model(compose_config(["model=tiny"]).model).tokenizer]
+    texts = ["def f(x):\n    return x ** 2\n", "Naïve café — ✓ 日本語", "[CLS] a [SEP] [MASK] </s> <pad>", "", " " * 7]
+    assert bert.backend_tokenizer.padding is not None and plain.backend_tokenizer.padding is None
+    assert not tokenizers[2].is_fast  # the Rust path, the padding backend's and the plain one
+    for tokenizer in tokenizers:
+        assert stages.token_ids(tokenizer, texts) == tokenizer(texts, add_special_tokens=False).input_ids
+        assert stages.token_ids(tokenizer, []) == []
+
+
 def test_split_is_document_disjoint_and_deduplicated(setup, tiny_overrides):
     cfg = setup[0]
     space = build(cfg, setup)

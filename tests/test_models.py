@@ -9,7 +9,7 @@ import torch
 from hullft.compose import compose_config
 from hullft.embedder import Embedder
 from hullft.errors import ConfigError
-from hullft.models import ModelNotAvailable, load_model
+from hullft.models import ModelNotAvailable, load_model, load_tokenizer
 from hullft.scoring.bpb import score_text
 
 SAMPLES = ["def f(x):\n    return x ** 2  # squares\n", "Naïve café — “quotes” ✓ 日本語\n\tindented",
@@ -90,11 +90,34 @@ def test_embedded_smollm2_loads_offline_and_scores_real_text():
     loaded = load_model(compose_config([]).model)
     assert loaded.name == "smollm2-135m" and loaded.context_length >= 2048
     assert 130e6 < sum(p.numel() for p in loaded.model.parameters()) < 140e6
+    tokenizer, fingerprint = load_tokenizer(compose_config([]).model)  # what data builds tokenise with
+    assert fingerprint == loaded.fingerprint
     for text in SAMPLES:
-        assert loaded.tokenizer.decode(loaded.tokenizer(text, add_special_tokens=False).input_ids) == text
+        ids = loaded.tokenizer(text, add_special_tokens=False).input_ids
+        assert loaded.tokenizer.decode(ids) == text and tokenizer(text, add_special_tokens=False).input_ids == ids
     text = open(math.__spec__.origin if math.__spec__.origin.endswith(".py") else __file__).read()[:3000]
     bpb = score_text(loaded, text, compose_config([]).eval).bpb
     assert 0.2 < bpb < 1.5  # a real code model on Python source; random weights would give ~ 8
+
+
+@pytest.mark.integration
+def test_a_data_build_reads_the_gguf_tokenizer_without_dequantizing_the_weights(tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from hullft.models import _gguf_path
+
+    monkeypatch.setenv("HULLFT_CACHE", str(tmp_path))
+    cfg = compose_config([]).model
+    tokenizer, fingerprint = load_tokenizer(cfg)
+    assert not list(tmp_path.rglob("*.safetensors")) and not list(tmp_path.rglob("*.tmp"))
+    gguf = _gguf_path(cfg)
+    direct = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)  # the GGUF's own, not our cache
+    again, same = load_tokenizer(cfg)  # from the cache now
+    assert fingerprint == same and len(tokenizer) == len(direct) == len(again)
+    for text in SAMPLES + [open(math.__file__ if math.__file__.endswith(".py") else __file__).read()[:4000]]:
+        ids = direct(text, add_special_tokens=False).input_ids
+        assert tokenizer(text, add_special_tokens=False).input_ids == ids
+        assert again(text, add_special_tokens=False).input_ids == ids
 
 
 @pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
