@@ -11,6 +11,9 @@ Embedding is the build's dominant stage. The settings:
               chars: sorted by character count, 32 a batch (the default before 2026-12-01)
     memory    kept: glibc keeps freed activations for reuse (hullft.embedder.keep_freed_memory, the default now)
               returned: glibc's defaults, which map large activations afresh for every batch
+    kernels   fused: oneDNN's fused dense layers on bf16 (hullft/fused_encoder.py, the default now)
+              stock: torch's linear, GELU and add (embedder.fused=false; the default before the second
+              session of 2026-12-01, the reference for speed-ups)
 
 glibc's setting cannot be undone inside a process, so the `returned` settings run first, all their repeats.
 --more adds the settings that cut work (128 tokens, int8), whose candidates differ.
@@ -31,11 +34,13 @@ from hullft.embedder import Embedder
 from hullft.models import load_tokenizer
 from hullft.per_query import embed_query
 
-# (precision, max_tokens, batching, memory); the first is the previous default, the reference for speed-ups
-RETURNED = [("bf16", 256, "chars", "returned"), ("bf16", 256, "tokens", "returned")]
-KEPT = [("bf16", 256, "chars", "kept"), ("bf16", 256, "tokens", "kept"), ("fp32", 256, "tokens", "kept")]
-MORE = [("bf16", 128, "tokens", "kept"), ("int8", 256, "tokens", "kept")]
-REFERENCE = ("fp32", 256, "tokens", "kept")  # "the current fp32 candidates"
+# (precision, max_tokens, batching, memory, kernels)
+RETURNED = [("bf16", 256, "chars", "returned", "stock"), ("bf16", 256, "tokens", "returned", "stock")]
+KEPT = [("bf16", 256, "chars", "kept", "stock"), ("bf16", 256, "tokens", "kept", "stock"),
+        ("bf16", 256, "tokens", "kept", "fused"), ("fp32", 256, "tokens", "kept", "stock")]
+MORE = [("bf16", 128, "tokens", "kept", "fused"), ("int8", 256, "tokens", "kept", "stock")]
+PREVIOUS = ("bf16", 256, "tokens", "kept", "stock")  # the reference for speed-ups
+REFERENCE = ("fp32", 256, "tokens", "kept", "stock")  # "the current fp32 candidates"
 
 
 def embed_by_characters(embedder: Embedder, texts: List[str], batch: int = 32) -> np.ndarray:
@@ -75,8 +80,8 @@ def main(argv=None) -> pd.DataFrame:
     for phase in (RETURNED, KEPT + (MORE if args.more else [])):
         if phase is not RETURNED:
             keep_freed_memory()
-        embedders = {s: Embedder(compose_config([f"embedder.precision={s[0]}", f"embedder.max_tokens={s[1]}"]).embedder)
-                     for s in phase}
+        embedders = {s: Embedder(compose_config([f"embedder.precision={s[0]}", f"embedder.max_tokens={s[1]}",
+                                                 f"embedder.fused={s[4] == 'fused'}"]).embedder) for s in phase}
         for setting, embedder in embedders.items():
             embed_with(embedder, setting[2], texts[:64])  # warm-up
         pools: Dict[tuple, np.ndarray] = {}
@@ -88,17 +93,18 @@ def main(argv=None) -> pd.DataFrame:
         for setting, embedder in embedders.items():
             q = np.stack([embed_query(t, tokenizer, embedder, cfg.data.max_length) for t in queries.text])
             tops[setting] = np.argsort(-(q @ pools[setting].T), axis=1, kind="stable")[:, :args.k]
-    base = float(np.median(seconds[RETURNED[0]]))
+    base = float(np.median(seconds[PREVIOUS]))
     results = []
     for setting, times in seconds.items():
         overlap = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(tops[setting], tops[REFERENCE])])
         results.append({"precision": setting[0], "max_tokens": setting[1], "batching": setting[2],
-                        "memory": setting[3], "s_per_1000": 1000 * float(np.median(times)) / len(texts),
+                        "memory": setting[3], "kernels": setting[4],
+                        "s_per_1000": 1000 * float(np.median(times)) / len(texts),
                         "spread": f"{1000 * min(times) / len(texts):.1f}-{1000 * max(times) / len(texts):.1f}",
                         "speedup": base / float(np.median(times)), "top200_overlap_fp32": overlap})
     df = pd.DataFrame(results)
     print(f"{len(texts)} pool sequences of the default data space, {len(queries)} query documents, "
-          f"median of {args.repeats}; speed-up over {'/'.join(map(str, RETURNED[0]))}")
+          f"median of {args.repeats}; speed-up over {'/'.join(map(str, PREVIOUS))}")
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return df
 

@@ -60,6 +60,7 @@ class EmbedderConfig:
     batch_size: int = 64                 # at most this many sequences per batch ...
     batch_tokens: Optional[int] = None   # ... and this many padded tokens (null: 4096 on a CPU, 65536 on CUDA)
     precision: EmbedderPrecision = EmbedderPrecision.auto
+    fused: bool = True                   # bf16 on a CPU: oneDNN's fused dense layers (hullft/fused_encoder.py)
     device: str = "auto"
 
 

@@ -15,11 +15,13 @@ from transformers import AutoModel, AutoTokenizer
 
 from hullft.config import EmbedderConfig, EmbedderKind, EmbedderPrecision
 from hullft.errors import ConfigError
+from hullft.fused_encoder import fuse_dense_layers
 from hullft.models import ModelNotAvailable, resolve_device
 
 # Texts are embedded in batches of similar token counts: padding, and so the floating-point noise of each vector,
 # differs from the batches of similar character counts of earlier builds, whose files must not be reused.
 BATCHING = ":token-batches"
+FUSED = ":onednn-fused"
 
 
 def _package_model_dir(package: str) -> Path:
@@ -88,12 +90,14 @@ class Embedder:
             # weights cast once rather than autocast: autocast re-casts every weight and activation per call
             # (1.2x slower on a 2-core EPYC), for no gain in the top-200 candidates (bench_default_build)
             self.model = self.model.to(torch.bfloat16)
+        self.fused = (cfg.fused and self.device.type == "cpu" and self.precision == EmbedderPrecision.bf16
+                      and fuse_dense_layers(self.model))
         self.dim = int(self.model.config.hidden_size)
-        # the precision and the batching name their numerics (a bf16 model, not autocast; token batches), so
-        # spaces built with other numerics are not reused
+        # the precision, the kernels and the batching name their numerics (a bf16 model, not autocast; fused
+        # dense layers; token batches), so spaces built with other numerics are not reused
         suffix = {EmbedderPrecision.fp32: "", EmbedderPrecision.bf16: ":bf16-model", EmbedderPrecision.int8: ":int8"}
         self.fingerprint = (f"{cfg.name}:{source if cfg.kind == EmbedderKind.hub else cfg.package}:{cfg.max_tokens}"
-                            + suffix[self.precision] + BATCHING)
+                            + suffix[self.precision] + (FUSED if self.fused else "") + BATCHING)
         self.batch_tokens = cfg.batch_tokens or (65536 if self.device.type == "cuda" else 4096)
         if self.device.type == "cpu":
             keep_freed_memory()

