@@ -121,6 +121,20 @@ def test_token_ids_equal_the_tokenizers_own_call():
         assert stages.token_ids(tokenizer, []) == []
 
 
+def test_texts_of_equal_batch_decode():
+    from transformers import PreTrainedTokenizerFast
+
+    bert = Embedder(compose_config([]).embedder).tokenizer  # WordPiece, no clean-up: the Rust path
+    cleaning = PreTrainedTokenizerFast(tokenizer_object=bert.backend_tokenizer, clean_up_tokenization_spaces=True)
+    tiny = load_model(compose_config(["model=tiny"]).model).tokenizer  # not fast
+    texts = ["def f(x):\n    return x ** 2 , ok .\n", "Naïve café — ✓ 日本語 ' s", "[CLS] a [SEP] [MASK]", ""]
+    sequences = bert(texts).input_ids
+    assert cleaning.batch_decode(sequences) != bert.batch_decode(sequences)  # the clean-up is Python's alone
+    for tokenizer in (bert, cleaning, tiny):
+        sequences = tokenizer(texts, add_special_tokens=True).input_ids
+        assert stages.texts_of(tokenizer, sequences) == tokenizer.batch_decode(sequences)
+
+
 def test_split_is_document_disjoint_and_deduplicated(setup, tiny_overrides):
     cfg = setup[0]
     space = build(cfg, setup)
