@@ -90,8 +90,7 @@ class Embedder:
             # weights cast once rather than autocast: autocast re-casts every weight and activation per call
             # (1.2x slower on a 2-core EPYC), for no gain in the top-200 candidates (bench_default_build)
             self.model = self.model.to(torch.bfloat16)
-        self.fused = (cfg.fused and self.device.type == "cpu" and self.precision == EmbedderPrecision.bf16
-                      and fuse_dense_layers(self.model))
+        self.fused = cfg.fused and fuse_dense_layers(self.model)  # bf16 on a CPU only
         self.dim = int(self.model.config.hidden_size)
         # the precision, the kernels and the batching name their numerics (a bf16 model, not autocast; fused
         # dense layers; token batches), so spaces built with other numerics are not reused

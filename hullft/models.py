@@ -77,9 +77,8 @@ def _made_once(target: Path, marker: str, write: Callable[[Path], None]) -> Path
     return target
 
 
-def _dequantized_dir(cfg: ModelConfig) -> Path:
+def _dequantized_dir(cfg: ModelConfig, gguf: Path, key: str) -> Path:
     """The dequantized weights and config, made once per GGUF."""
-    gguf, key = _gguf_key(cfg)
     target = cache_root() / "models" / f"{cfg.name}-{key}"
 
     def write(tmp: Path) -> None:
@@ -95,21 +94,25 @@ def _dequantized_dir(cfg: ModelConfig) -> Path:
     return _made_once(target, "model.safetensors", write)
 
 
-def _gguf_tokenizer(cfg: ModelConfig):
-    """(the GGUF's tokenizer, the GGUF's digest as fingerprint), read from the GGUF once per file; the model
-    loader uses the same one, so a data space and the job that reads it tokenise alike."""
-    gguf, key = _gguf_key(cfg)
-
+def _cached_gguf_tokenizer(cfg: ModelConfig, gguf: Path, key: str):
+    """The GGUF's tokenizer, read from the GGUF once per file; the model loader uses the same one, so a data
+    space and the job that reads it tokenise alike."""
     def write(tmp: Path) -> None:
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
     target = _made_once(cache_root() / "models" / f"{cfg.name}-{key}-tokenizer", "tokenizer_config.json", write)
-    return AutoTokenizer.from_pretrained(target), key
+    return AutoTokenizer.from_pretrained(target)
+
+
+def _gguf_tokenizer(cfg: ModelConfig):
+    """(the tokenizer, the GGUF's digest as fingerprint)."""
+    gguf, key = _gguf_key(cfg)
+    return _cached_gguf_tokenizer(cfg, gguf, key), key
 
 
 def _load_gguf_cached(cfg: ModelConfig):
-    tokenizer, key = _gguf_tokenizer(cfg)
-    model = AutoModelForCausalLM.from_pretrained(_dequantized_dir(cfg), dtype=torch.float32)
-    return model, tokenizer, key
+    gguf, key = _gguf_key(cfg)  # one pass over the 93 MB file for both
+    model = AutoModelForCausalLM.from_pretrained(_dequantized_dir(cfg, gguf, key), dtype=torch.float32)
+    return model, _cached_gguf_tokenizer(cfg, gguf, key), key
 
 
 def _load_hub(cfg: ModelConfig):
