@@ -1,6 +1,7 @@
 # Every target installs what it needs first (a venv in .venv, pip, and the corpus' Debian packages).
-PY       := .venv/bin/python
-STAMP    := .venv/.installed
+ROOT     := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
+PY       ?= $(ROOT).venv/bin/python
+STAMP    ?= $(ROOT).venv/.installed
 FAISS    := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 CORPUS_DEBS := bible-kjv bible-kjv-text fortunes python3.11-doc perl-doc dict-gcide
 export HF_HUB_OFFLINE ?= 1
@@ -13,7 +14,7 @@ install: $(STAMP)
 
 # The corpus' Debian packages install while pip does (a fresh install: ~1 min less); lm-eval is the tests' oracle
 # for rolling BPB, and its window functions and HFLM need none of its extras.
-$(STAMP): pyproject.toml
+$(STAMP): $(ROOT)pyproject.toml
 	@$(MAKE) --no-print-directory corpus & corpus=$$!; set -e; \
 	test -x $(PY) || python3 -m venv .venv; \
 	$(PY) -m pip install -q --upgrade pip; \
@@ -42,10 +43,13 @@ test: install
 	$(PY) -m pytest -q -x
 
 # The headline table and Pareto plot into results/: the CPU preset here, the paper-scale one with a GPU.
+# A failed job does not stop the report: it is written from every job that finished, then make fails, naming the
+# failures (the sweep lists them). ARGS adds overrides (tests run a tiny-model sweep through this very target).
 PRESET ?= $(if $(filter gpu,$(FAISS)),headline_gpu,headline)
 reproduce: install
-	$(PY) run.py -m +experiments=$(PRESET)
-	$(PY) -m hullft.report multirun/$(PRESET) --out results/$(PRESET)
+	@$(PY) $(ROOT)run.py -m +experiments=$(PRESET) $(ARGS); sweep=$$?; \
+	$(PY) -m hullft.report multirun/$(PRESET) --out results/$(PRESET) || exit 1; \
+	if [ $$sweep -ne 0 ]; then echo "reproduce: the sweep's failed jobs are listed above; results/$(PRESET) was written from the jobs that finished" >&2; exit $$sweep; fi
 
 report: install
 	$(PY) -m hullft.report $(or $(DIRS),multirun outputs) --out results/report

@@ -3,6 +3,13 @@
 Per call: a fresh inner-product index over the K candidates and a fresh exact VTL (fast=False), one query,
 threads=1 (batch_search with threads > 1 races), K passed explicitly, activeft's own wandb logging
 silenced, and faiss's global thread count restored afterwards.
+
+activeft feeds the candidates to its greedy loop through a torch DataLoader with shuffle=True, drawn from
+torch's global generator, and at a tie (exact or near duplicates) the pick goes to whichever comes first in that
+shuffled order. Unseeded, its picks at a tie change from call to call (and with whatever drew from the
+generator before: a training step), so its selection at n=2 need not be the first 2 picks at n=8. Each call
+here draws the shuffle from a generator seeded with `shuffle_seed`, leaving the global one untouched: the
+same candidates give the same picks, and the picks at n are the first n picks at any larger N.
 """
 from contextlib import contextmanager
 
@@ -37,12 +44,14 @@ class SIFT:
     name = "sift"
     greedy = True  # its first n picks are its selection at n
 
-    def __init__(self, llambda: float = 0.2, also_query_opposite: bool = False, device: str = "auto"):
+    def __init__(self, llambda: float = 0.2, also_query_opposite: bool = False, device: str = "auto",
+                 shuffle_seed: int = 0):
         if llambda <= 0:
             raise ValueError(f"sift llambda must be > 0, got {llambda}")
         self.llambda = llambda
         self.also_query_opposite = also_query_opposite
         self.device = resolve_device(device)  # auto: CUDA where present (activeft computes with torch)
+        self.shuffle_seed = shuffle_seed
 
     def select(self, query: np.ndarray, candidates: np.ndarray, n: int) -> Multiset:
         check_selection_inputs(query, candidates, n)
@@ -61,7 +70,8 @@ class SIFT:
                   noise_std=float(np.sqrt(self.llambda)), mini_batch_size=max(1000, 2 * max(K, n) + 2))
         retriever = Retriever(index, acquisition_function=vtl, also_query_opposite=self.also_query_opposite,
                               device=self.device)
-        with _quiet_activeft():
+        with _quiet_activeft(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.shuffle_seed)
             values, picks, _, _ = retriever.search(np.ascontiguousarray(query[None, :], dtype=np.float32),
                                                    N=n, K=K, threads=1)
         return np.asarray(values, dtype=np.float64).ravel(), np.asarray(picks).ravel()

@@ -26,12 +26,28 @@ def bytes_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (os.umask sets it to read it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(final: Path):
-    """Yield a temporary path beside `final`; move it into place only if the block succeeds."""
+    """Yield a temporary path beside `final`; move it into place only if the block succeeds. The file gets
+    the mode any file the user creates gets (mkstemp's is 0600: a group sharing a results folder could not
+    read it)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     try:
         yield Path(tmp)

@@ -9,12 +9,15 @@ Usually one record. With `alpha`, the selection's size is chosen per query (hull
 `checkpoints`, one record per checkpoint as well, each what a standalone run at that n would record:
 - a greedy selector (its first m picks are its selection at m) trains once to the budget and the prompt is
   also scored after step m, the clock stopped meanwhile; its m-selection is made and timed on its own and
-  checked to be the prefix (and its step plan the first m steps) of the budget's;
+  checked to be the prefix (and its step plan the first m steps) of the budget's. Where a near-tie was broken
+  another way at m (activeft's float32 rounding depends on N), that m is trained on its own instead, with a log
+  line; `own_pass` tells a record trained in its own pass from one scored on the way of a longer one;
 - any other selector (HullFT) runs each n separately, reusing the model, data space and base scores.
 The last record of a query is marked `final`; a resumed job redoes a query that has none.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -27,6 +30,8 @@ from hullft.selection.multiset import Multiset
 from hullft.selection.posterior import posterior_sigma
 from hullft.scoring.bpb import score_text
 from hullft.selection.timing import timed_select
+
+log = logging.getLogger(__name__)
 
 
 def embed_query(text: str, tokenizer, embedder, max_length: int) -> np.ndarray:
@@ -63,7 +68,14 @@ class QueryRun:
                           for n in marks + [cfg.budget]]
         else:
             full, seconds = timed_select(self.selector, self.q, self.candidates, cfg.budget)
-            self.plans = [(full, seconds, cfg.budget, True, {m: self.checked_prefix(full, m) for m in marks})]
+            prefixes, alone = {}, []
+            for m in marks:
+                part, part_seconds, is_prefix = self.checkpoint_selection(full, m)
+                if is_prefix:
+                    prefixes[m] = (part, part_seconds)
+                else:  # a near-tie broken another way at m: m is trained on its own, as for a non-greedy selector
+                    alone.append((part, part_seconds, m, False, None))
+            self.plans = alone + [(full, seconds, cfg.budget, True, prefixes)]
 
     def records(self) -> List[Dict]:
         """Finetune and score each selection; the candidates are let go afterwards."""
@@ -75,16 +87,19 @@ class QueryRun:
         finally:
             self.candidates = None
 
-    def checked_prefix(self, full: Multiset, m: int):
+    def checkpoint_selection(self, full: Multiset, m: int) -> Tuple[Multiset, float, bool]:
+        """The selection at m, its seconds, and whether it is the first m picks of `full`."""
         selection, seconds = timed_select(self.selector, self.q, self.candidates, m)
         if selection.ordered_rows().tolist() != full.ordered_rows()[:m].tolist():
-            raise RuntimeError(f"selector={selector_name(self.selector)} declares greedy, but its selection at "
-                               f"n={m} is not the first {m} picks of its selection at n={self.cfg.budget}")
+            log.info("query %s: selector=%s's selection at n=%d is not the first %d picks of its selection at "
+                     "n=%d (a near-tie broken another way); n=%d is trained on its own", self.query.doc_id,
+                     selector_name(self.selector), m, m, self.cfg.budget, m)
+            return selection, seconds, False
         if self._plan_rows(selection) != self._plan_rows(full)[:m]:
             raise UserError(f"checkpoints={list(self.cfg.checkpoints)}: with engine.order={self.cfg.engine.order.value} "
                             f"the {m}-step plan is not the first {m} steps of the budget's (repeats are trained "
                             f"together); use engine.order=as_selected")
-        return selection, seconds
+        return selection, seconds, True
 
     def _plan_rows(self, selection: Multiset) -> list:
         plan = step_plan(selection.counts.tolist(), self.cfg.engine.order,
@@ -101,7 +116,7 @@ class QueryRun:
 
         def at_checkpoint(m: int, so_far: FinetuneResult) -> None:
             part, seconds = prefixes[m]
-            found.append(self.record(part, seconds, m, so_far, self.score(), final=False))
+            found.append(self.record(part, seconds, m, so_far, self.score(), final=False, own_pass=False))
 
         result = self.engine.finetune([self.space.pool.tokens(r) for r in self.rows[selection.indices]],
                                       selection.counts.tolist(),
@@ -116,13 +131,14 @@ class QueryRun:
         return score_text(self.loaded, self.query.text, self.cfg.eval, self.forward)
 
     def record(self, selection: Optional[Multiset], t_select: float, budget: int, result: FinetuneResult, score,
-               final: bool) -> Dict:
+               final: bool, own_pass: bool = True) -> Dict:
         cfg, base = self.cfg, self.base
         selected = selection.ordered_rows() if selection is not None else np.zeros(0, dtype=np.int64)
         n = len(selected)
         return {
             "query_id": self.query.doc_id, "domain": self.query.domain, "selector": selector_name(self.selector),
             "n": n, "budget": int(budget), "pass_budget": int(cfg.budget), "final": final,
+            "own_pass": own_pass,
             "alpha": float("nan") if cfg.alpha is None else float(cfg.alpha),
             "k": int(cfg.k), "refresh_interval": int(cfg.engine.refresh_interval),
             "distinct": int(len(np.unique(selected))), "fwd_bwd": result.fwd_bwd, "opt_steps": result.opt_steps,

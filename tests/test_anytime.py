@@ -49,3 +49,58 @@ def test_a_query_killed_between_its_checkpoint_records_is_redone(tmp_path):
     store.append({"query_id": "b", "n": 1, "final": False, "config_hash": "h", "data_key": "d"})
     lines = (tmp_path / "records.jsonl").read_text().splitlines()
     assert [json.loads(x)["query_id"] for x in lines] == ["a", "a", "b"]  # b's first record once, no torn line
+
+
+class PrefixBreakingNN:
+    """Declares greedy, like nn, but at n=2 its second pick is the third nearest: the prefix breaks there."""
+    name = "prefix_breaking_nn"
+    greedy = True
+
+    def select(self, query, candidates, n):
+        from hullft.selection.multiset import Multiset
+
+        order = np.argsort(-(candidates @ query), kind="stable")
+        picks = [order[0], order[2]] if n == 2 else order[:n]
+        return Multiset.from_picks(picks)
+
+
+def _job_with_selector(monkeypatch, selector, overrides, out):
+    import hullft.runner
+
+    monkeypatch.setattr(hullft.runner, "build_selector", lambda cfg: selector)
+    return run_job(compose_config(overrides), out)
+
+
+@pytest.mark.parametrize("make_selector, extra", [
+    (PrefixBreakingNN, []),
+    # activeft's SIFT over candidates holding exact and near duplicates (1e-7 apart): its picks at ties follow a
+    # shuffle (baselines/sift.py); every checkpoint record must be what a standalone run at that n records
+    (lambda: __import__("baselines.sift", fromlist=["SIFT"]).SIFT(llambda=0.2), ["engine.order=as_selected"]),
+])
+def test_a_greedy_selector_whose_prefix_breaks_gets_its_checkpoint_run_alone(tmp_path, tiny_overrides, monkeypatch,
+                                                                             make_selector, extra):
+    from hullft.data.space import DataSpace
+
+    if make_selector is not PrefixBreakingNN:
+        candidates = DataSpace.candidates
+
+        def with_duplicates(self, rows):
+            c = candidates(self, rows).copy()
+            c[1::2] = c[0::2][:len(c[1::2])]          # every other row a copy of the one before ...
+            c[3::4] += 1e-7 * np.sign(c[3::4])        # ... a quarter of them 1e-7 away
+            return (c / np.linalg.norm(c, axis=1, keepdims=True)).astype(np.float32)
+
+        monkeypatch.setattr(DataSpace, "candidates", with_duplicates)
+    base = [*tiny_overrides, "queries_per_domain=1", "k=20", "engine.lr=3e-3", *extra]
+    curve = _job_with_selector(monkeypatch, make_selector(), [*base, "budget=4", "checkpoints=[1,2,3]"],
+                               tmp_path / "curve")
+    assert sorted(curve.n.unique()) == [1, 2, 3, 4] and (curve.groupby("query_id").final.sum() == 1).all()
+    if make_selector is PrefixBreakingNN:  # n=2 was trained on its own; 1 and 3 were scored on the pass to 4
+        assert curve.groupby("n").own_pass.all().to_dict() == {1: False, 2: True, 3: False, 4: True}
+        assert (curve.groupby("query_id").opt_steps.sum() == 1 + 2 + 3 + 4).all()
+    for n in (1, 2, 3, 4):
+        alone = _job_with_selector(monkeypatch, make_selector(), [*base, f"budget={n}"], tmp_path / f"n{n}")
+        alone = alone.set_index("query_id")
+        mine = curve[curve.n == n].set_index("query_id").loc[alone.index]
+        np.testing.assert_allclose(mine.bpb, alone.bpb, rtol=1e-6)
+        pd.testing.assert_frame_equal(mine[CHECK], alone[CHECK], check_dtype=False)

@@ -166,3 +166,24 @@ def test_bad_selection_input_is_a_one_line_value_error(name):
         with pytest.raises(ValueError, match=message) as e:
             selector.select(query, cands, n)
         assert "\n" not in str(e.value)
+
+
+def test_activeft_picks_at_ties_are_the_same_every_call_and_a_prefix_at_every_n():
+    """Exact and near duplicates tie; activeft breaks ties by a shuffle that baselines/sift.py seeds. Unseeded,
+    the same call gave other picks from one call to the next (and n=2 was not a prefix of n=8)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    c = rng.normal(size=(40, 16))
+    c[1::2] = c[0::2]
+    c[3::4] += 1e-7 * np.sign(c[3::4])
+    c = (c / np.linalg.norm(c, axis=1, keepdims=True)).astype(np.float32)
+    q = c[:8].mean(0)
+    q = (q / np.linalg.norm(q)).astype(np.float32)
+    sift = SIFT(llambda=0.2, device="cpu")
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    full = sift.search(q, c, 8)[1].tolist()
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global generator is left as it was
+    for n in (1, 2, 4, 8, 8, 2, 1):
+        assert sift.search(q, c, n)[1].tolist() == full[:n]
