@@ -174,6 +174,7 @@ class Config:
     eval: EvalConfig = MISSING
     logger: LoggerConfig = MISSING
     selector: Any = MISSING
+    method: Any = MISSING
     budget: int = 8               # n: optimizer steps (multiset size) per query; the cap where alpha is set
     k: int = 200                  # faiss pre-selection size
     llambda: float = 0.2          # noise variance of the surrogate GP (sift, sift_exact, us and sigma)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, List, Tuple
 
@@ -37,11 +40,44 @@ def guarded(job: Callable[[], Any]) -> Any:
         return {FAILED: line}
 
 
+class Preempted(BaseException):
+    """SIGTERM or SIGINT during a job. Not an Exception: a sweep must stop, not record a failure and go on."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stop_on_signals():
+    """SIGTERM (Slurm preemption, scancel, a requeue) and SIGINT (Ctrl-C) raise Preempted in the main thread,
+    between two torch calls: the running query is dropped unwritten and its claim released on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Preempted(signum)
+
+    before = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 def run_cli(main: Callable[[], Any]) -> None:
-    """A Hydra app's entry point: Hydra's own errors reach one_line_errors too, not a traceback."""
+    """A Hydra app's entry point: Hydra's own errors reach one_line_errors too, not a traceback. A job stopped
+    by a signal exits with 128 + its number (143 for SIGTERM), as the shell and Slurm report a killed job."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    with one_line_errors():
-        main()
+    try:
+        with one_line_errors():
+            main()
+    except Preempted as e:
+        print(f"stopped by {e}: the query it was running was not recorded; run the same command again to "
+              f"finish the missing queries", file=sys.stderr)
+        sys.exit(128 + e.signum)
 
 
 def remove_if_empty(directory: Path) -> None:

@@ -1,4 +1,7 @@
-"""One query in three phases: retrieve (embed it, top-K rows, their embeddings), select, then finetune, score, reset.
+"""One query in three phases: retrieve (embed it, top-K rows, their embeddings), select, then adapt, score, reset.
+
+How the selection is used is the query's `method` (hullft/methods/): finetune on it (the default), read it in
+context, both, or neither (dynamic evaluation and the base model retrieve and select nothing).
 
 The runner retrieves for a block of queries, then selects for all of them, then trains them: selection reads the
 data space only, never the model, so it runs before the block's first training step and `t_select` measures the
@@ -10,8 +13,8 @@ Usually one record. With `alpha`, the selection's size is chosen per query (hull
 - a greedy selector (its first m picks are its selection at m) trains once to the budget and the prompt is
   also scored after step m, the clock stopped meanwhile; its m-selection is made and timed on its own and
   checked to be the prefix (and its step plan the first m steps) of the budget's. Where a near-tie was broken
-  another way at m (activeft's float32 rounding depends on N), that m is trained on its own instead, with a log
-  line; `own_pass` tells a record trained in its own pass from one scored on the way of a longer one;
+  another way at m (a selector whose tie-breaking depends on n), that m is trained on its own instead, with a
+  log line; `own_pass` tells a record trained in its own pass from one scored on the way of a longer one;
 - any other selector (HullFT) runs each n separately, reusing the model, data space and base scores.
 The last record of a query is marked `final`; a resumed job redoes a query that has none.
 """
@@ -26,9 +29,11 @@ import numpy as np
 from hullft.selection.adaptive import select_adaptive
 from hullft.engine.finetune import FinetuneResult, step_plan
 from hullft.errors import UserError
+from hullft.methods import NO_TRAINING, Evaluation
+from hullft.methods.finetune import Finetune
 from hullft.selection.multiset import Multiset
 from hullft.selection.posterior import posterior_sigma
-from hullft.scoring.bpb import score_text
+from hullft.scoring.bpb import Score, score_text
 from hullft.selection.timing import timed_select
 
 log = logging.getLogger(__name__)
@@ -47,20 +52,25 @@ def selector_name(selector) -> str:
 
 
 class QueryRun:
-    def __init__(self, query, cfg, space, loaded, embedder, selector, engine, base, forward=None):
+    def __init__(self, query, cfg, space, loaded, embedder, selector, engine, base, forward=None, method=None):
         self.query, self.cfg, self.space, self.loaded = query, cfg, space, loaded
         self.selector, self.engine, self.base_cache, self.forward = selector, engine, base, forward
-        start = time.perf_counter()
-        self.q = embed_query(query.text, loaded.tokenizer, embedder, cfg.data.max_length)
-        _, self.rows = space.search(self.q, cfg.k)
-        self.candidates = space.candidates(self.rows)
-        self.t_retrieve = time.perf_counter() - start
+        self.method = method or Finetune()
+        self.q, self.rows, self.candidates, self.t_retrieve = None, np.zeros(0, np.int64), None, 0.0
+        if self.method.retrieves:
+            start = time.perf_counter()
+            self.q = embed_query(query.text, loaded.tokenizer, embedder, cfg.data.max_length)
+            _, self.rows = space.search(self.q, cfg.k)
+            self.candidates = space.candidates(self.rows)
+            self.t_retrieve = time.perf_counter() - start
         self.plans: List[Tuple] = []  # (selection, t_select, budget, final, prefixes): filled by select()
 
     def select(self) -> None:
         """Every selection this query's records need, each timed."""
         cfg, marks = self.cfg, sorted(set(self.cfg.checkpoints))
-        if cfg.alpha is not None:
+        if not self.method.retrieves:
+            self.plans = [(None, 0.0, 0, True, None)]
+        elif cfg.alpha is not None:
             self.plans = [(*select_adaptive(self.selector, self.q, self.candidates, cfg.budget, cfg.alpha,
                                             cfg.llambda), cfg.budget, True, None)]
         elif marks and not getattr(self.selector, "greedy", False):
@@ -109,41 +119,50 @@ class QueryRun:
     def finetune_and_score(self, selection: Optional[Multiset], t_select: float, budget: int, final: bool = True,
                            prefixes: Optional[Dict] = None) -> List[Dict]:
         """The records of one selection: its own, after those of the checkpoints `prefixes` asks for."""
-        if selection is None:  # the adaptive rule chose no step: the base model is the result
-            return [self.record(None, t_select, budget, FinetuneResult(0, 0, False, float("nan"), 0, 0.0),
-                                self.base, final)]
+        if selection is None and self.method.retrieves:  # the adaptive rule chose no step: the base model is it
+            return [self.record(None, t_select, budget, NO_TRAINING, Evaluation(self.base), final)]
         found = []
 
         def at_checkpoint(m: int, so_far: FinetuneResult) -> None:
             part, seconds = prefixes[m]
-            found.append(self.record(part, seconds, m, so_far, self.score(), final=False, own_pass=False))
+            found.append(self.record(part, seconds, m, so_far, self.method.score(self, part), final=False,
+                                     own_pass=False))
 
-        result = self.engine.finetune([self.space.pool.tokens(r) for r in self.rows[selection.indices]],
-                                      selection.counts.tolist(),
-                                      None if selection.picks is None else selection.picks.tolist(),
-                                      self.cfg.data.max_length, checkpoints=list(prefixes or ()),
-                                      on_checkpoint=at_checkpoint)
-        record = self.record(selection, t_select, budget, result, self.score(), final)
+        result = NO_TRAINING
+        if self.method.trains:
+            result = self.engine.finetune([self.space.pool.tokens(r) for r in self.rows[selection.indices]],
+                                          selection.counts.tolist(),
+                                          None if selection.picks is None else selection.picks.tolist(),
+                                          self.cfg.data.max_length, checkpoints=list(prefixes or ()),
+                                          on_checkpoint=at_checkpoint)
+        else:
+            for m in sorted(prefixes or ()):
+                at_checkpoint(m, result)
+        evaluation = self.method.score(self, selection)
+        record = self.record(selection, t_select, budget, evaluation.training or result, evaluation, final)
         self.engine.reset()
         return found + [record]
 
-    def score(self):
-        return score_text(self.loaded, self.query.text, self.cfg.eval, self.forward)
+    def score(self, context=()) -> Score:
+        return score_text(self.loaded, self.query.text, self.cfg.eval, self.forward, context)
 
-    def record(self, selection: Optional[Multiset], t_select: float, budget: int, result: FinetuneResult, score,
-               final: bool, own_pass: bool = True) -> Dict:
-        cfg, base = self.cfg, self.base
+    def record(self, selection: Optional[Multiset], t_select: float, budget: int, result: FinetuneResult,
+               evaluation: Evaluation, final: bool, own_pass: bool = True) -> Dict:
+        cfg, base, score = self.cfg, self.base, evaluation.score
         selected = selection.ordered_rows() if selection is not None else np.zeros(0, dtype=np.int64)
         n = len(selected)
         return {
-            "query_id": self.query.doc_id, "domain": self.query.domain, "selector": selector_name(self.selector),
+            "query_id": self.query.doc_id, "domain": self.query.domain, "method": self.method.name,
+            "selector": selector_name(self.selector) if self.method.retrieves else "none",
+            "context_tokens": evaluation.context_tokens,
             "n": n, "budget": int(budget), "pass_budget": int(cfg.budget), "final": final,
             "own_pass": own_pass,
             "alpha": float("nan") if cfg.alpha is None else float(cfg.alpha),
             "k": int(cfg.k), "refresh_interval": int(cfg.engine.refresh_interval),
             "distinct": int(len(np.unique(selected))), "fwd_bwd": result.fwd_bwd, "opt_steps": result.opt_steps,
             "bpb_base": base.bpb, "bpb": score.bpb, "bpb_pct": 100.0 * score.bpb / base.bpb,
-            "sigma": posterior_sigma(self.q, self.candidates[selected], cfg.llambda),  # a diagnostic, untimed
+            "sigma": posterior_sigma(self.q, self.candidates[selected], cfg.llambda)  # a diagnostic, untimed
+            if self.method.retrieves else float("nan"),
             "nll_nats": score.nll_nats, "nll_nats_base": base.nll_nats,
             "t_retrieve": self.t_retrieve, "t_select": t_select, "t_finetune": result.seconds,
             "t_eval": score.seconds,

@@ -1,7 +1,10 @@
-"""Per-query result records: appended durably as each query finishes, so a killed job resumes where it stopped.
+"""Per-query result records, shared safely by any number of workers on one output directory.
 
-Each record is one JSON line in records.jsonl (flushed and fsynced); records.parquet is rewritten
-atomically from it after every query. A torn last line (a kill mid-write) is ignored on resume.
+Each record is one line of strict JSON in records.jsonl (`null` for a missing value; files from before, with
+`NaN`, still load). A query's records (its checkpoints, then its final record) are appended in one write,
+flushed and fsynced, under `records.lock` (a `filelock` lock, held for milliseconds); records.parquet is then
+rewritten atomically from the whole file, so it holds every worker's records. A torn tail (a kill mid-write)
+is cut off before the next append; a query without its final record is not done.
 
 A record is identified by what it measured: the config's hash and the `data_key` (the data space's content
 and the model's weights). A directory holding records of another config, or of the same config over other
@@ -10,22 +13,68 @@ data (a corpus edited in place, another tokenizer or embedder), is refused befor
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence, Tuple
 
 import pandas as pd
+from filelock import FileLock
 
 from hullft.cache import atomic_path
 from hullft.errors import UserError
+
 
 class RecordsOfAnotherRun(UserError):
     pass
 
 
-COLUMNS = ["query_id", "domain", "selector", "n", "budget", "pass_budget", "final", "alpha", "sigma", "k", "refresh_interval", "distinct", "fwd_bwd", "opt_steps",
-           "bpb_base", "bpb", "bpb_pct", "t_retrieve", "t_select", "t_finetune", "t_eval", "t_total",
-           "diverged", "model", "config_hash", "data_key", "git_sha", "device"]
+# The columns every records file has, with their types (an empty result is written with them, so it reads back).
+COLUMNS = {"query_id": "string", "domain": "string", "method": "string", "selector": "string", "n": "int64",
+           "budget": "int64", "pass_budget": "int64", "final": "bool", "alpha": "float64", "sigma": "float64",
+           "k": "int64", "refresh_interval": "int64", "distinct": "int64", "fwd_bwd": "int64", "opt_steps": "int64",
+           "bpb_base": "float64", "bpb": "float64", "bpb_pct": "float64", "t_retrieve": "float64",
+           "t_select": "float64", "t_finetune": "float64", "t_eval": "float64", "t_total": "float64",
+           "diverged": "bool", "model": "string", "config_hash": "string", "data_key": "string",
+           "git_sha": "string", "device": "string"}
+
+
+def strict_json(record: Dict) -> str:
+    """One line of JSON that strict parsers accept: NaN and infinities become null."""
+    clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+    return json.dumps(clean, allow_nan=False)
+
+
+def nan_for_null(row: Dict) -> Dict:
+    return {k: math.nan if v is None else v for k, v in row.items()}
+
+
+def parse_lines(data: bytes) -> Tuple[List[Dict], int]:
+    """The records of complete queries, and the byte offset where they end (a torn or unfinished tail after it:
+    a kill mid-write, or a query's checkpoint records without its final one). null reads back as NaN."""
+    rows, offset, valid_bytes, complete = [], 0, 0, 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        rows.append(nan_for_null(row))
+        offset += len(line)
+        if rows[-1].get("final", True):  # a query's records end with its final one
+            valid_bytes, complete = offset, len(rows)
+    return rows[:complete], valid_bytes
+
+
+def read_jsonl(path: Path) -> pd.DataFrame:
+    return records_frame(parse_lines(Path(path).read_bytes())[0])
+
+
+def records_frame(rows: Sequence[Dict]) -> pd.DataFrame:
+    if rows:
+        return pd.DataFrame(list(rows))
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})
 
 
 class RecordStore:
@@ -33,65 +82,70 @@ class RecordStore:
         self.dir = Path(out_dir)
         self.jsonl = self.dir / "records.jsonl"
         self.parquet = self.dir / "records.parquet"
+        self.lock = FileLock(str(self.dir / "records.lock"))
         self.config_hash = config_hash
         self.data_key = None
-        self.valid_bytes = None  # where a torn last line starts; cut off at the first append
-        self.rows: List[Dict] = self._load()
+        self.rows: List[Dict] = self._read()[0] if self.jsonl.exists() else []
 
-    def _load(self) -> List[Dict]:
-        if not self.jsonl.exists():
-            return []
-        rows, offset, valid_bytes, complete = [], 0, 0, 0
-        with open(self.jsonl, "rb") as f:
-            for line in f:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break  # torn write from a kill: drop it and everything after
-                offset += len(line)
-                if rows[-1].get("final", True):  # a query's records end with its final one
-                    valid_bytes, complete = offset, len(rows)
-        rows = rows[:complete]  # the checkpoint records of a query killed before its end are redone
-        self.valid_bytes = valid_bytes
+    def _read(self) -> Tuple[List[Dict], int]:
+        rows, valid_bytes = parse_lines(self.jsonl.read_bytes()) if self.jsonl.exists() else ([], 0)
         hashes = {r.get("config_hash") for r in rows}
         if hashes - {self.config_hash}:
             raise RecordsOfAnotherRun(f"{self.dir} holds records of another config ({sorted(map(str, hashes))[0]}); "
                                       f"delete that directory or run with a different tag=... to start afresh")
-        return rows
-
-    def claim(self, data_key: str) -> None:
-        """Resume only records measured on this data space and model; refuse a directory holding others."""
-        keys = {r.get("data_key") for r in self.rows}
-        if keys - {data_key}:
+        keys = {r.get("data_key") for r in rows}
+        if self.data_key is not None and keys - {self.data_key}:
             raise RecordsOfAnotherRun(
                 f"{self.dir} holds records of this config measured on other data (data_key "
-                f"{sorted(map(str, keys - {data_key}))[0]}, now {data_key}): the corpus, tokenizer, embedder or "
-                f"model changed; delete that directory or run with a different tag=... to measure afresh")
+                f"{sorted(map(str, keys - {self.data_key}))[0]}, now {self.data_key}): the corpus, tokenizer, "
+                f"embedder or model changed; delete that directory or run with a different tag=... to measure afresh")
+        return rows, valid_bytes
+
+    def accept_data(self, data_key: str) -> None:
+        """Resume only records measured on this data space and model; refuse a directory holding others."""
         self.data_key = data_key
+        self._read()
+
+    def refresh(self) -> None:
+        """Every worker's records so far (call under the lock)."""
+        self.rows = self._read()[0]
 
     @property
     def done(self) -> set:
         return {r["query_id"] for r in self.rows}
 
-    def append(self, record: Dict) -> None:
-        if self.data_key is None or record.get("data_key") != self.data_key:
-            raise RuntimeError("RecordStore.append: claim(data_key) first and put data_key in every record")
+    def append_query(self, records: Sequence[Dict]) -> bool:
+        """A query's records in one durable write, after cutting off a torn tail; then records.parquet. False
+        (nothing written) where another worker has recorded the query meanwhile."""
+        if self.data_key is None or any(r.get("data_key") != self.data_key for r in records):
+            raise RuntimeError("RecordStore.append_query: accept_data(data_key) first and put it in every record")
         self.dir.mkdir(parents=True, exist_ok=True)
-        if self.valid_bytes is not None:
-            with open(self.jsonl, "r+b") as f:
-                f.truncate(self.valid_bytes)
-            self.valid_bytes = None
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.rows.append(record)
-        self.write_parquet()
+        with self.lock:
+            self.rows, valid_bytes = self._read()
+            if records[0]["query_id"] in self.done:
+                return False
+            if self.jsonl.exists() and self.jsonl.stat().st_size > valid_bytes:
+                with open(self.jsonl, "r+b") as f:
+                    f.truncate(valid_bytes)
+            with open(self.jsonl, "a") as f:
+                f.write("".join(strict_json(r) + "\n" for r in records))
+                f.flush()
+                os.fsync(f.fileno())
+            self.rows += [nan_for_null(json.loads(strict_json(r))) for r in records]  # as they read back
+            self._write_parquet()
+        return True
 
     def frame(self) -> pd.DataFrame:
-        df = pd.DataFrame(self.rows)
-        return df if len(df) else pd.DataFrame(columns=COLUMNS)
+        return records_frame(self.rows)
 
     def write_parquet(self) -> None:
+        """records.parquet from every worker's records: also where nothing was left to do (a kill between the
+        jsonl and parquet writes), and as a valid empty table where this job has no queries."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with self.lock:
+            self.refresh()
+            self._write_parquet()
+
+    def _write_parquet(self) -> None:
         with atomic_path(self.parquet) as tmp:
             self.frame().to_parquet(tmp, index=False)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import pandas as pd
 from hydra.errors import InstantiationException
@@ -15,13 +15,16 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from hullft.scoring.base_score import BaseScoreCache
+from hullft.scoring.bpb import score_text
 from hullft.cache import REPO_ROOT, content_hash
+from hullft.claims import Claims
 from hullft.data import DataSpace, load_data_space
 from hullft.data.documents import unit_hash
 from hullft.embedder import Embedder
 from hullft.engine.cuda_graphs import CapturedLogits
 from hullft.engine.finetune import FinetuneEngine
-from hullft.errors import UserError
+from hullft.errors import ConfigError, UserError
+from hullft.jobs import stop_on_signals
 from hullft.loggers import make_logger
 from hullft.models import load_model
 from hullft.per_query import QueryRun, selector_name
@@ -31,6 +34,9 @@ from hullft.validate import check_config, check_writable
 log = logging.getLogger(__name__)
 NOT_HASHED = ("shard", "num_shards", "logger")
 CANDIDATE_BYTES = 256 << 20  # the candidates a block of queries holds between its retrieval and its training
+# Queries a worker claims at a time (and selects for before training them): small, so that workers sharing a
+# directory share its queries evenly; a block's selections still run before its training (see per_query.py).
+CLAIM_BLOCK = 8
 
 
 def config_hash(plain: Dict) -> str:
@@ -47,12 +53,17 @@ def git_sha() -> str:
 
 
 def build_selector(cfg: DictConfig):
+    return build_option(cfg, "selector")
+
+
+def build_option(cfg: DictConfig, group: str):
+    """A selector or method from its config group; a bad key or value is one line naming the group."""
     try:
         return instantiate(cfg)
     except InstantiationException as e:
         cause = e.__cause__ or e
-        raise UserError(f"selector={cfg.get('name', cfg.get('_target_'))}: cannot be built "
-                        f"({str(cause).splitlines()[0]}); check its keys in conf/selector/") from None
+        raise UserError(f"{group}={cfg.get('name', cfg.get('_target_'))}: cannot be built "
+                        f"({str(cause).splitlines()[0]}); check its keys in conf/{group}/") from None
 
 
 @contextmanager
@@ -71,13 +82,13 @@ def job_files(out_dir: Path, plain: Dict, overrides: Sequence[str]):
         handler.close()
 
 
-def pick_queries(space: DataSpace, cfg: DictConfig) -> pd.DataFrame:
+def pick_queries(space: DataSpace, cfg: DictConfig, sharded: bool = True) -> pd.DataFrame:
     """queries_per_domain held-out documents per domain, chosen by query_seed; then this job's shard."""
     q = space.queries
     q = q.assign(order=[unit_hash(cfg.query_seed, "query", d) for d in q.doc_id])
     q = q.sort_values(["domain", "order"]).groupby("domain", group_keys=False).head(cfg.queries_per_domain)
     q = q.reset_index(drop=True)
-    return space.with_text(q.iloc[cfg.shard::cfg.num_shards])
+    return space.with_text(q.iloc[cfg.shard::cfg.num_shards]) if sharded else q
 
 
 def scoring_forward(engine: FinetuneEngine, cfg: DictConfig):
@@ -98,47 +109,100 @@ def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "",
     plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     store = RecordStore(out_dir, config_hash(plain))  # another config's directory is refused here
     selector = build_selector(cfg.selector)
+    method = build_option(cfg.method, "method")
     loaded = load_model(cfg.model)
+    problems = method.config_problems(cfg, loaded.context_length)
+    if problems:
+        raise ConfigError(problems)
     embedder = Embedder(cfg.embedder)
     space = load_data_space(cfg.data, loaded.tokenizer, loaded.fingerprint, embedder)
     if len(space.pool) < cfg.k:
         raise UserError(f"k={cfg.k}: the pool holds only {len(space.pool)} sequences; lower k")
     data_key = content_hash(space.key, loaded.fingerprint, embedder.fingerprint)
-    store.claim(data_key)  # the same config over changed data is refused here
-    with job_files(out_dir, plain, overrides):
-        return _query_loop(cfg, out_dir, group, name, plain, store, selector, loaded, embedder, space)
+    store.accept_data(data_key)  # the same config over changed data is refused here
+    with job_files(out_dir, plain, overrides), stop_on_signals():
+        return _query_loop(cfg, out_dir, group, name, plain, store, selector, method, loaded, embedder, space)
 
 
-def _query_loop(cfg, out_dir, group, name, plain, store, selector, loaded, embedder, space) -> pd.DataFrame:
+def _claim_block(store: RecordStore, claims: Claims, queries: pd.DataFrame, size: int) -> Tuple[list, int]:
+    """Up to `size` queries that no worker has done or holds, claimed for this one; and how many others hold."""
+    with store.lock:
+        store.refresh()
+        block, held = [], 0
+        for query in queries[~queries.doc_id.isin(store.done)].itertuples():
+            if len(block) < size and claims.try_claim(query.doc_id):
+                block.append(query)
+            elif claims.path(query.doc_id) not in claims.held:
+                held += 1
+    return block, held
+
+
+def warm_up(engine: FinetuneEngine, loaded, cfg: DictConfig, text: str) -> None:
+    """One-off costs (thread pools, oneDNN primitives, the allocator's first pages: over a second for the first
+    scoring forward of a process) are paid here, untimed, not by the first query's clock: a scoring forward and
+    a training step on the start of a query, then the weights are reset."""
+    tokens = loaded.tokenizer(text, add_special_tokens=False).input_ids[:64]
+    if len(tokens) >= 2:
+        score_text(loaded, loaded.tokenizer.decode(tokens), cfg.eval)
+        engine.finetune([tokens], [1])
+        engine.reset()
+
+
+def _run_claimed_blocks(store, claims, queries, block, progress, constant, logger, query_run) -> int:
+    """Claim a block of queries, select for all of them, then train and record each; until none is free.
+    Returns how many queries other workers still hold."""
+    while True:
+        todo, held = _claim_block(store, claims, queries, block)
+        if not todo:
+            return held
+        runs = [query_run(query) for query in todo]
+        for run in runs:  # selection reads the data space only: all of the block's before its training
+            run.select()
+        for run in runs:
+            records = [{**record, **constant} for record in run.records()]
+            if store.append_query(records):
+                for record in records:
+                    logger.log_query(record)
+            else:
+                log.warning("query %s was recorded by another worker meanwhile (this one held its claim past "
+                            "its heartbeat's bound); its records here are dropped", run.query.doc_id)
+            claims.release(run.query.doc_id)
+            progress.update()
+
+
+def _query_loop(cfg, out_dir, group, name, plain, store, selector, method, loaded, embedder, space) -> pd.DataFrame:
     queries = pick_queries(space, cfg)
-    todo = queries[~queries.doc_id.isin(store.done)]
-    log.info("%d queries (%d already done) in %s", len(queries), len(queries) - len(todo), out_dir)
+    if queries.empty:
+        log.info("shard=%d holds no query: %d queries over num_shards=%d; nothing to run, an empty result written",
+                 cfg.shard, len(pick_queries(space, cfg, sharded=False)), cfg.num_shards)
+        store.write_parquet()
+        return store.frame()
+    log.info("%d queries (%d already done) in %s", len(queries), queries.doc_id.isin(store.done).sum(), out_dir)
     engine = FinetuneEngine(loaded, cfg.engine)
+    warm_up(engine, loaded, cfg, queries.text.iloc[0])
     forward = scoring_forward(engine, cfg)
     base = BaseScoreCache(loaded, cfg.eval, forward)
     logger = make_logger(cfg.logger, plain, out_dir, group, name or out_dir.name)
     constant = {"model": loaded.name, "config_hash": store.config_hash, "data_key": store.data_key,
                 "git_sha": git_sha(), "device": str(loaded.device),
                 "shard": int(cfg.shard), "num_shards": int(cfg.num_shards)}
-    label = f"{selector_name(selector)} n={cfg.budget}" + ("" if cfg.alpha is None else f" alpha={cfg.alpha}")
-    todo, block = list(todo.itertuples()), max(1, CANDIDATE_BYTES // (cfg.k * space.embeddings.shape[1] * 4))
-    with tqdm(total=len(todo), desc=f"TTFT {label}", unit="query", file=sys.stderr) as progress:
-        for start in range(0, len(todo), block):
-            runs = [QueryRun(query, cfg, space, loaded, embedder, selector, engine, base, forward)
-                    for query in todo[start:start + block]]
-            for run in runs:  # selection reads the data space only: all of the block's before its training
-                run.select()
-            for run in runs:
-                for record in run.records():
-                    record.update(constant)
-                    store.append(record)
-                    logger.log_query(record)
-                progress.update()
+    label = method.name if not method.retrieves else (
+        f"{method.name} {selector_name(selector)} n={cfg.budget}" + ("" if cfg.alpha is None else f" alpha={cfg.alpha}"))
+    block = max(1, min(CLAIM_BLOCK, CANDIDATE_BYTES // (cfg.k * space.embeddings.shape[1] * 4)))
+    left = int((~queries.doc_id.isin(store.done)).sum())
+    with tqdm(total=left, desc=f"TTFT {label}", unit="query", file=sys.stderr) as progress, Claims(out_dir) as claims:
+        try:
+            held = _run_claimed_blocks(store, claims, queries, block, progress, constant, logger,
+                                       lambda query: QueryRun(query, cfg, space, loaded, embedder, selector, engine,
+                                                              base, forward, method))
+        finally:  # also on SIGTERM: records.parquet holds every record in records.jsonl
+            store.write_parquet()
+    if held:
+        log.info("%d queries are being run by other workers on %s", held, out_dir)
     if engine.captured:
         log.info("CUDA-graph capture in this job: %.2f s for training steps, %.2f s for scoring windows "
                  "(outside every query's t_finetune and t_eval)", engine.steps.capture_seconds,
                  forward.capture_seconds)
-    store.write_parquet()  # also when nothing was left to do, e.g. after a kill between the two writes
     records = store.frame()
     logger.finish(records, out_dir)
     return records

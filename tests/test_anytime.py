@@ -44,11 +44,12 @@ def test_a_query_killed_between_its_checkpoint_records_is_redone(tmp_path):
         r.update(config_hash="h", data_key="d")
     (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"query_id": "b", "n"')
     store = RecordStore(tmp_path, "h")
-    store.claim("d")
+    store.accept_data("d")
     assert store.done == {"a"} and len(store.rows) == 2
-    store.append({"query_id": "b", "n": 1, "final": False, "config_hash": "h", "data_key": "d"})
+    store.append_query([{"query_id": "b", "n": n, "final": n == 2, "config_hash": "h", "data_key": "d"}
+                        for n in (1, 2)])
     lines = (tmp_path / "records.jsonl").read_text().splitlines()
-    assert [json.loads(x)["query_id"] for x in lines] == ["a", "a", "b"]  # b's first record once, no torn line
+    assert [json.loads(x)["query_id"] for x in lines] == ["a", "a", "b", "b"]  # b's records once, no torn line
 
 
 class PrefixBreakingNN:

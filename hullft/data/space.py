@@ -39,6 +39,8 @@ class DataSpace:
         queries it runs, not of every held-out document (a tenth of a corpus)."""
         path = build.root() / f"queries-{self.keys.docs}.parquet"
         ids = list(queries.doc_id)
+        if not ids:  # pyarrow cannot bind an empty "in" filter
+            return queries.assign(text=pd.Series(dtype=str))
         texts = pq.read_table(path, columns=["doc_id", "text"], filters=[("doc_id", "in", ids)]).to_pandas()
         return queries.assign(text=queries.doc_id.map(dict(zip(texts.doc_id, texts.text))))
 

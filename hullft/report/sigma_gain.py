@@ -43,13 +43,14 @@ def gains(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def sigma_table(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per selector and setting: queries, rho(sigma, gain) and rho(sigma, gain %), with intervals."""
+    """One row per method, selector and setting: queries, rho(sigma, gain) and rho(sigma, gain %), with intervals."""
     rows = []
     if "sigma" not in records:
         return pd.DataFrame(rows)
     df = gains(records[np.isfinite(records.sigma)])
-    for (selector, setting), group in df.groupby(["selector", "setting"], sort=False):
-        row = {"selector": selector, "setting": setting, "queries": len(group), "sigma": group.sigma.mean()}
+    for (method, selector, setting), group in df.groupby(["method", "selector", "setting"], sort=False):
+        row = {"method": method, "selector": selector, "setting": setting, "queries": len(group),
+               "sigma": group.sigma.mean()}
         for column in ("gain", "gain_pct"):
             rho, low, high = rho_with_interval(group.sigma.values, group[column].values)
             row.update({f"rho_{column}": rho, f"rho_{column}_low": low, f"rho_{column}_high": high})
@@ -60,8 +61,8 @@ def sigma_table(records: pd.DataFrame) -> pd.DataFrame:
 def sigma_plot(records: pd.DataFrame, path: Path) -> Path:
     df = gains(records[np.isfinite(records.sigma)])
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (selector, setting), group in df.groupby(["selector", "setting"], sort=False):
-        ax.scatter(group.sigma, group.gain_pct, s=14, alpha=0.7, label=f"{selector} {setting}")
+    for (method, selector, setting), group in df.groupby(["method", "selector", "setting"], sort=False):
+        ax.scatter(group.sigma, group.gain_pct, s=14, alpha=0.7, label=f"{method}/{selector} {setting}")
     ax.axhline(0, color="k", lw=0.8, alpha=0.5)
     ax.set_xlabel("posterior sigma of the query after its selection")
     ax.set_ylabel("realised gain (% of base BPB)")

@@ -3,11 +3,12 @@
     python -m hullft.report multirun/headline outputs/... --out results/report
 
 Writes
-- table.csv/.md: per domain x selector x n, the mean of per-query BPB% +- standard error, and the
+- table.csv/.md: per domain x method x selector x n, the mean of per-query BPB% +- standard error, and the
   byte-weighted BPB (sum of nats / ln 2 / sum of bytes over the queries, as lm-eval and TTT-NN aggregate)
   with its % of the base model's byte-weighted BPB;
-- paired.csv/.md: each selector against each other on the same queries (same domain, n and query):
-  mean difference of BPB% +- standard error, and the share of queries the first one wins (ties count half);
+- paired.csv/.md: each arm (a selector under finetuning, or method/selector) against each other on the same
+  queries (same domain, n and query; the n=0 arms, none and dynamic_eval, against every n): mean difference of
+  BPB% +- standard error, and the share of queries the first one wins (ties count half);
 - points.csv/.md (one point per configuration: mean BPB% against mean wall-clock per query, Pareto front
   marked) and pareto.png;
 - sigma.csv/.md and sigma.png: how well the posterior sigma predicts the gain (hullft/report/sigma_gain.py).
@@ -30,6 +31,7 @@ import pandas as pd  # noqa: E402
 from pyarrow import ArrowException  # noqa: E402
 
 from hullft.errors import UserError, one_line_errors  # noqa: E402
+from hullft.records import read_jsonl  # noqa: E402
 from hullft.report.sigma_gain import sigma_plot, sigma_table  # noqa: E402
 
 
@@ -52,15 +54,26 @@ def with_settings(records: pd.DataFrame) -> pd.DataFrame:
     fixed = alpha.isna()
     setting = np.where(fixed, "n=" + records.n.astype(int).astype(str),
                        "alpha=" + alpha.map("{:g}".format) + " n<=" + budget.astype(int).astype(str))
-    return records.assign(setting=setting, order=np.where(fixed, records.n, budget + 0.5))
+    method = records["method"].fillna("finetune") if "method" in records else "finetune"  # older records
+    return records.assign(setting=setting, order=np.where(fixed, records.n, budget + 0.5), method=method)
+
+
+REQUIRED = ["query_id", "domain", "selector", "n", "bpb_pct", "t_total", "config_hash"]
 
 
 def _read_records(path: Path) -> pd.DataFrame:
+    """A records.parquet, or a records.jsonl given by name; anything else, or one without a records file's
+    columns, is refused in one line naming the file."""
     try:
-        return pd.read_parquet(path)
+        df = read_jsonl(path) if path.suffix == ".jsonl" else pd.read_parquet(path)
     except (ArrowException, OSError, ValueError) as e:
         raise UserError(f"{path} is not a readable records file ({str(e).splitlines()[0][:120]}); delete it, or "
                         f"rerun its job, which rewrites it from records.jsonl") from None
+    missing = [c for c in REQUIRED if c not in df]
+    if missing:
+        raise UserError(f"{path} is not a records file of this harness (no {', '.join(missing)} column); "
+                        f"give the report only run, multirun or records.parquet/.jsonl paths")
+    return df
 
 
 def _se(x: pd.Series) -> float:
@@ -81,32 +94,48 @@ def _byte_weighted(group: pd.DataFrame) -> pd.Series:
 
 
 def domain_table(records: pd.DataFrame) -> pd.DataFrame:
-    keys = ["domain", "selector", "setting"]
+    keys = ["domain", "method", "selector", "setting"]
     groups = _with_overall(with_settings(records)).groupby(keys)
     table = groups.agg(n=("n", "mean"), bpb_pct=("bpb_pct", "mean"), se=("bpb_pct", _se),
                        queries=("bpb_pct", "size"), t_total=("t_total", "mean"), order=("order", "first"))
     weighted = groups[[c for c in ("nll_nats", "nll_nats_base", "query_bytes", "query_bytes_base")
                        if c in records]].apply(_byte_weighted)
-    table = table.join(weighted).reset_index().sort_values(["domain", "selector", "order"])
+    table = table.join(weighted).reset_index().sort_values(["domain", "method", "selector", "order"])
     return table.drop(columns="order").reset_index(drop=True)
 
 
+def arm(records: pd.DataFrame) -> pd.Series:
+    """What a record's BPB% is compared by: `selector` for finetuning, `method/selector` for the others."""
+    return np.where(records.method == "finetune", records.selector, records.method + "/" + records.selector)
+
+
 def paired_table(records: pd.DataFrame) -> pd.DataFrame:
-    """Selector a against selector b on the queries both scored: diff = a's BPB% - b's (negative: a is better)."""
+    """Arm a against arm b on the queries both scored: diff = a's BPB% - b's (negative: a is better). Arms are
+    compared at the same setting (n); those that select nothing (n=0: none, dynamic_eval) against every arm at
+    every n."""
     rows = []
-    for (domain, setting), group in _with_overall(with_settings(records)).groupby(["domain", "setting"]):
-        per_query = group.pivot_table(index="query_id", columns="selector", values="bpb_pct", aggfunc="mean")
-        names = sorted(per_query.columns)
-        for i, a in enumerate(names):
-            for b in names[i + 1:]:
-                both = per_query[[a, b]].dropna()
-                if both.empty:
-                    continue
-                diff = both[a] - both[b]
-                rows.append({"domain": domain, "setting": setting, "a": a, "b": b, "queries": len(diff),
-                             "diff_pct": diff.mean(), "se": _se(diff),
-                             "a_wins": float(((diff < 0) + 0.5 * (diff == 0)).mean())})
+    records = _with_overall(with_settings(records)).assign(arm=arm)
+    for domain, in_domain in records.groupby("domain"):
+        anchors = in_domain[in_domain.n == 0]
+        for setting, group in in_domain[in_domain.n > 0].groupby("setting"):
+            rows += _pairs(domain, setting, pd.concat([group, anchors]))
+        if anchors.setting.nunique():
+            rows += _pairs(domain, "n=0", anchors)
     return pd.DataFrame(rows, columns=["domain", "setting", "a", "b", "queries", "diff_pct", "se", "a_wins"])
+
+
+def _pairs(domain: str, setting: str, group: pd.DataFrame) -> list:
+    per_query = group.pivot_table(index="query_id", columns="arm", values="bpb_pct", aggfunc="mean")
+    names, rows = sorted(per_query.columns), []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = per_query[[a, b]].dropna()
+            if both.empty:
+                continue
+            diff = both[a] - both[b]
+            rows.append({"domain": domain, "setting": setting, "a": a, "b": b, "queries": len(diff),
+                         "diff_pct": diff.mean(), "se": _se(diff), "a_wins": float(((diff < 0) + 0.5 * (diff == 0)).mean())})
+    return rows
 
 
 def pareto_mask(t: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -119,20 +148,28 @@ def pareto_mask(t: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def summarize(records: pd.DataFrame) -> pd.DataFrame:
     """One point per configuration (shards merged): mean BPB% and mean wall-clock per query."""
-    points = (with_settings(records).groupby(["selector", "setting", "refresh_interval", "config_hash"])
+    points = (with_settings(records).groupby(["method", "selector", "setting", "refresh_interval", "config_hash"])
               .agg(n=("n", "mean"), bpb_pct=("bpb_pct", "mean"), se=("bpb_pct", _se), t_total=("t_total", "mean"),
                    t_select=("t_select", "mean"), t_finetune=("t_finetune", "mean"),
                    fwd_bwd=("fwd_bwd", "mean"), queries=("bpb_pct", "size"))
-              .reset_index().sort_values(["selector", "t_total"]).reset_index(drop=True))
+              .reset_index().sort_values(["method", "selector", "t_total"]).reset_index(drop=True))
     points["pareto"] = pareto_mask(points.t_total.values, points.bpb_pct.values)
     return points
 
 
+MARKERS = {"finetune": "o", "incontext": "s", "finetune+incontext": "D", "dynamic_eval": "^", "none": "*"}
+
+
 def pareto_plot(points: pd.DataFrame, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, group in points.groupby("selector"):
+    """Colour: the selector; marker (and line style): the method."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colours = {name: f"C{i}" for i, name in enumerate(sorted(points.selector.unique()))}
+    for (method, name), group in points.groupby(["method", "selector"]):
         group = group.sort_values("t_total")
-        ax.errorbar(group.t_total, group.bpb_pct, yerr=group.se.fillna(0), marker="o", capsize=3, label=name)
+        label = name if method == "finetune" else f"{method}/{name}" if name != "none" else method
+        ax.errorbar(group.t_total, group.bpb_pct, yerr=group.se.fillna(0), marker=MARKERS.get(method, "x"),
+                    color=colours[name], linestyle="-" if method == "finetune" else ":", capsize=3, label=label,
+                    markersize=9 if method == "none" else 6)
         for row in group.itertuples():
             ax.annotate(row.setting, (row.t_total, row.bpb_pct), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
@@ -142,7 +179,7 @@ def pareto_plot(points: pd.DataFrame, path: Path) -> Path:
     ax.set_xlabel("mean wall-clock per query (s): retrieve + select + finetune + score")
     ax.set_ylabel("BPB % of the base model (lower is better)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, List
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -71,6 +71,18 @@ def rolling_windows(tokens: List[int], prefix: int, length: int) -> List[Window]
     return windows
 
 
+def with_context(windows: List[Window], context: Sequence[int], prefix: Optional[int]) -> List[Window]:
+    """Each window with `context` before its inputs; the targets are unchanged. Where the first window starts
+    with the prefix token and the context ends with it (a separator), that token is not repeated."""
+    if not context:
+        return windows
+    context = list(context)
+    first = windows[0].inputs
+    if prefix is not None and first[:1] == [prefix] and context[-1] == prefix:
+        first = first[1:]
+    return [Window(context + first, windows[0].targets)] + [Window(context + w.inputs, w.targets) for w in windows[1:]]
+
+
 def scoring_windows(tokens: List[int], prefix: int, cfg: EvalConfig, length: int) -> List[Window]:
     if cfg.protocol == Protocol.rolling:
         return rolling_windows(tokens, prefix, length)
@@ -97,10 +109,8 @@ def window_nll(logits: torch.Tensor, window: Window) -> torch.Tensor:
     return -logp.gather(1, targets[:, None]).sum(dtype=torch.float64)
 
 
-@torch.no_grad()
-def score_text(loaded: LoadedModel, text: str, cfg: EvalConfig, forward=None) -> Score:
-    """`forward` maps a window's inputs to its logits (default: eager; the CUDA path passes a captured one)."""
-    start = time.perf_counter()
+def query_windows(loaded: LoadedModel, text: str, cfg: EvalConfig) -> Tuple[List[int], List[Window], int]:
+    """The text's tokens, its scoring windows and the bytes its BPB is divided by."""
     tokens = loaded.tokenizer(text, add_special_tokens=False).input_ids
     if not tokens:
         raise ValueError("cannot score an empty text")
@@ -114,6 +124,21 @@ def score_text(loaded: LoadedModel, text: str, cfg: EvalConfig, forward=None) ->
     if not scored or n_bytes == 0:
         raise ValueError("the text has no token to score under this eval config (a one-token text with "
                          "eval.prefix=false?)")
+    return tokens, windows, n_bytes
+
+
+@torch.no_grad()
+def score_text(loaded: LoadedModel, text: str, cfg: EvalConfig, forward=None, context: Sequence[int] = ()) -> Score:
+    """`forward` maps a window's inputs to its logits (default: eager; the CUDA path passes a captured one).
+    `context` (in-context retrieval) is placed before every window's inputs; only the text's tokens are scored.
+    Windows with a context run eagerly (captured graphs are sized for the windows alone)."""
+    start = time.perf_counter()
+    _, windows, n_bytes = query_windows(loaded, text, cfg)
+    if context:
+        prefixed = cfg.protocol == Protocol.rolling or cfg.prefix
+        windows = with_context(windows, context, prefix_token_id(loaded.tokenizer, cfg.prefix_token)
+                               if prefixed else None)
+        forward = None
     forward = forward or eager_logits(loaded)
     was_training = loaded.model.training
     loaded.model.eval()
@@ -122,4 +147,4 @@ def score_text(loaded: LoadedModel, text: str, cfg: EvalConfig, forward=None) ->
         nll += window_nll(forward(w.inputs), w)
     loaded.model.train(was_training)
     total = float(nll)  # one device sync for the whole text
-    return Score(total, len(scored), n_bytes, time.perf_counter() - start)
+    return Score(total, sum(len(w.targets) for w in windows), n_bytes, time.perf_counter() - start)
