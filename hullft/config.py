@@ -184,6 +184,7 @@ class Config:
     query_seed: int = 0
     shard: int = 0
     num_shards: int = 1
+    worker: int = 0               # tells identical workers apart only: sweep it to start N of them on one directory
     tag: str = "run"
 
 

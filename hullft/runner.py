@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +34,7 @@ from hullft.records import RecordStore
 from hullft.validate import check_config, check_writable
 
 log = logging.getLogger(__name__)
-NOT_HASHED = ("shard", "num_shards", "logger")
+NOT_HASHED = ("shard", "num_shards", "worker", "logger")
 CANDIDATE_BYTES = 256 << 20  # the candidates a block of queries holds between its retrieval and its training
 # Queries a worker claims at a time (and selects for before training them): small, so that workers sharing a
 # directory share its queries evenly; a block's selections still run before its training (see per_query.py).
@@ -185,7 +187,8 @@ def _query_loop(cfg, out_dir, group, name, plain, store, selector, method, loade
     logger = make_logger(cfg.logger, plain, out_dir, group, name or out_dir.name)
     constant = {"model": loaded.name, "config_hash": store.config_hash, "data_key": store.data_key,
                 "git_sha": git_sha(), "device": str(loaded.device),
-                "shard": int(cfg.shard), "num_shards": int(cfg.num_shards)}
+                "shard": int(cfg.shard), "num_shards": int(cfg.num_shards),
+                "process": f"{socket.gethostname()}:{os.getpid()}"}
     label = method.name if not method.retrieves else (
         f"{method.name} {selector_name(selector)} n={cfg.budget}" + ("" if cfg.alpha is None else f" alpha={cfg.alpha}"))
     block = max(1, min(CLAIM_BLOCK, CANDIDATE_BYTES // (cfg.k * space.embeddings.shape[1] * 4)))

@@ -52,6 +52,7 @@ RULES = [
     ("queries_per_domain", _int_at_least(1), "a positive number of queries", "queries_per_domain=10"),
     ("num_shards", _int_at_least(1), "a positive number of shards", "num_shards=1"),
     ("shard", _int_at_least(0), "a shard index >= 0", "shard=0"),
+    ("worker", _int_at_least(0), "a worker index >= 0 (it only tells identical workers apart)", "worker=0"),
     ("data.max_length", _int_at_least(2), "at least 2 tokens per training sequence", "data.max_length=1024"),
     ("data.min_length", _int_at_least(1), "at least 1 token", "data.min_length=16"),
     ("data.max_doc_chars", _int_at_least(1), "a positive number of characters", "data.max_doc_chars=4000"),
