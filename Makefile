@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: install corpus data run test reproduce report bench bench-select bench-select-runner bench-engine bench-data clean-cache
+.PHONY: install corpus data run test reproduce methods report bench bench-select bench-select-runner bench-engine bench-data clean-cache
 
 install: $(STAMP)
 
@@ -48,12 +48,18 @@ test: install
 # A failed job does not stop the report: it is written from every job that finished, then make fails, naming the
 # failures (each sweep lists its own). ARGS adds overrides (a test runs this very target on the tiny model).
 PRESET ?= $(if $(filter gpu,$(FAISS)),headline_gpu,headline)
-RIVALS := "method=incontext selector=nn,sift" "method=dynamic_eval,none selector=nn checkpoints=[]"
+INCONTEXT ?= nn,sift
+RIVALS = "method=incontext selector=$(INCONTEXT)" "method=dynamic_eval,none selector=nn checkpoints=[]"
 reproduce: install
 	@failed=0; for rivals in "" $(RIVALS); do \
 	  $(PY) $(ROOT)run.py -m +experiments=$(PRESET) $$rivals $(ARGS) || failed=1; done; \
 	$(PY) -m hullft.report multirun/$(PRESET) --out results/$(PRESET) || exit 1; \
 	if [ $$failed -ne 0 ]; then echo "reproduce: the sweeps' failed jobs are listed above; results/$(PRESET) was written from the jobs that finished" >&2; exit 1; fi
+
+# Finetune, read, or neither: finetuning (nn, sift_exact, hullft) against in-context reading (nn, sift_exact),
+# dynamic evaluation and the base model at n = 2, 4, 8, 3 queries per domain (~70 min on 2 cores)
+methods:
+	@$(MAKE) --no-print-directory reproduce PRESET=methods INCONTEXT=nn,sift_exact
 
 report: install
 	$(PY) -m hullft.report $(or $(DIRS),multirun outputs) --out results/report

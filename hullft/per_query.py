@@ -28,6 +28,7 @@ import numpy as np
 
 from hullft.selection.adaptive import select_adaptive
 from hullft.engine.finetune import FinetuneResult, step_plan
+from hullft.flops import forward_flops
 from hullft.errors import UserError
 from hullft.methods import NO_TRAINING, Evaluation
 from hullft.methods.finetune import Finetune
@@ -167,6 +168,8 @@ class QueryRun:
             "t_retrieve": self.t_retrieve, "t_select": t_select, "t_finetune": result.seconds,
             "t_eval": score.seconds,
             "t_total": self.t_retrieve + t_select + result.seconds + score.seconds,
+            "eval_flops": forward_flops(self.loaded.model, score.forwarded, score.token_pairs),
+            "train_flops": 3 * forward_flops(self.loaded.model, result.tokens, result.token_pairs),
             "t_capture": result.capture_seconds, "captured": self.engine.captured, "diverged": result.diverged,
             "train_loss": result.mean_loss, "train_tokens": result.tokens,
             "query_bytes": score.bytes, "query_bytes_base": base.bytes, "query_tokens": score.tokens,

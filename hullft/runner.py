@@ -189,8 +189,9 @@ def _query_loop(cfg, out_dir, group, name, plain, store, selector, method, loade
                 "git_sha": git_sha(), "device": str(loaded.device),
                 "shard": int(cfg.shard), "num_shards": int(cfg.num_shards),
                 "process": f"{socket.gethostname()}:{os.getpid()}"}
-    label = method.name if not method.retrieves else (
-        f"{method.name} {selector_name(selector)} n={cfg.budget}" + ("" if cfg.alpha is None else f" alpha={cfg.alpha}"))
+    label = method.name
+    if method.retrieves:
+        label += f" {selector_name(selector)} n={cfg.budget}" + ("" if cfg.alpha is None else f" alpha={cfg.alpha}")
     block = max(1, min(CLAIM_BLOCK, CANDIDATE_BYTES // (cfg.k * space.embeddings.shape[1] * 4)))
     left = int((~queries.doc_id.isin(store.done)).sum())
     with tqdm(total=left, desc=f"TTFT {label}", unit="query", file=sys.stderr) as progress, Claims(out_dir) as claims:

@@ -168,9 +168,12 @@ def test_a_blocks_selections_are_made_before_its_first_training_step(tmp_path, t
     from hullft.compose import compose_config
     from hullft.engine.finetune import FinetuneEngine
 
-    events, select, finetune = [], hullft.per_query.timed_select, FinetuneEngine.finetune
+    events, select, finetune, warm_up = [], hullft.per_query.timed_select, FinetuneEngine.finetune, hullft.runner.warm_up
+    warmed = []  # the untimed warm-up step before the first query is not a query's training
+    monkeypatch.setattr(hullft.runner, "warm_up", lambda *a: warm_up(*a) or warmed.append(True))
     monkeypatch.setattr(hullft.per_query, "timed_select", lambda *a: events.append("select") or select(*a))
-    monkeypatch.setattr(FinetuneEngine, "finetune", lambda *a, **k: events.append("train") or finetune(*a, **k))
+    monkeypatch.setattr(FinetuneEngine, "finetune",
+                        lambda *a, **k: (warmed and events.append("train")) or finetune(*a, **k))
     if block_bytes is not None:
         monkeypatch.setattr(hullft.runner, "CANDIDATE_BYTES", block_bytes)
     df = hullft.runner.run_job(compose_config([*tiny_overrides, "selector=nn", "budget=2"]), tmp_path)

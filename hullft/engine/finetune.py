@@ -36,6 +36,7 @@ class FinetuneResult:
     tokens: int          # real tokens run through forward/backward (padding not counted)
     seconds: float
     capture_seconds: float = 0.0  # CUDA-graph capture done before this query's steps (not in `seconds`)
+    token_pairs: int = 0          # sum over passes of length squared (attention's cost; see hullft/flops.py)
 
 
 def step_plan(counts: Sequence[int], order: StepOrder, picks: Optional[Sequence[int]] = None) -> List[int]:
@@ -134,11 +135,12 @@ class FinetuneEngine:
             steps = [[k] for k in plan]
             fresh = fresh_passes(plan, self.cfg.refresh_interval)
         self.steps.begin()
-        passes, taken, tokens, losses, diverged = 0, 0, 0, [], False
+        passes, taken, tokens, pairs, losses, diverged = 0, 0, 0, 0, [], False
         marks = sorted(m for m in set(checkpoints) if 0 < m < len(steps))
 
         def result() -> FinetuneResult:
             return FinetuneResult(fwd_bwd=passes, opt_steps=taken, diverged=diverged, tokens=tokens,
+                                  token_pairs=pairs,
                                   mean_loss=sum(losses) / len(losses) if losses else float("nan"),
                                   seconds=clock.seconds(self.device), capture_seconds=capture)
 
@@ -147,6 +149,7 @@ class FinetuneEngine:
                 loss, norm = self.steps.forward_backward([seqs[k] for k in elements])
                 passes += 1
                 tokens += sum(len(seqs[k]) for k in elements)
+                pairs += sum(len(seqs[k]) ** 2 for k in elements)
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     diverged = True
                     break

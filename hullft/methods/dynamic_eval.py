@@ -37,7 +37,8 @@ def merged(parts: List[FinetuneResult]) -> FinetuneResult:
         fwd_bwd=sum(p.fwd_bwd for p in parts), opt_steps=sum(p.opt_steps for p in parts),
         diverged=any(p.diverged for p in parts), tokens=sum(p.tokens for p in parts),
         mean_loss=sum(l * n for l, n in losses) / sum(n for _, n in losses) if losses else float("nan"),
-        seconds=sum(p.seconds for p in parts), capture_seconds=sum(p.capture_seconds for p in parts))
+        seconds=sum(p.seconds for p in parts), capture_seconds=sum(p.capture_seconds for p in parts),
+        token_pairs=sum(p.token_pairs for p in parts))
 
 
 class DynamicEval:
@@ -60,7 +61,7 @@ class DynamicEval:
         loaded, engine = run.loaded, run.engine
         tokens, windows, n_bytes = query_windows(loaded, run.query.text, run.cfg.eval)
         forward, train_length = eager_logits(loaded), run.cfg.data.max_length
-        training, scoring, done, self.segment_nll = [], 0.0, 0, []
+        training, scoring, done, forwarded, self.segment_nll = [], 0.0, 0, [], []
         for w in windows:
             offset = len(w.inputs) - len(w.targets)  # where the window's scored positions start
             for start in range(0, len(w.targets), self.segment):
@@ -73,9 +74,11 @@ class DynamicEval:
                     self.segment_nll.append(float(window_nll(forward(segment.inputs), segment)))
                 loaded.model.train(was_training)
                 scoring += time.perf_counter() - clock
+                forwarded.append(len(segment.inputs))
                 done += end - start
                 seen = tokens[max(0, done - train_length):done]
                 if self.steps and len(seen) >= 2:
                     training.append(engine.finetune([seen], [self.steps]))
-        score = Score(sum(self.segment_nll), done, n_bytes, scoring)
+        score = Score(sum(self.segment_nll), done, n_bytes, scoring, forwarded=sum(forwarded),
+                      token_pairs=sum(t * t for t in forwarded))
         return Evaluation(score, training=merged(training) if training else None)

@@ -134,7 +134,8 @@ def _pairs(domain: str, setting: str, group: pd.DataFrame) -> list:
                 continue
             diff = both[a] - both[b]
             rows.append({"domain": domain, "setting": setting, "a": a, "b": b, "queries": len(diff),
-                         "diff_pct": diff.mean(), "se": _se(diff), "a_wins": float(((diff < 0) + 0.5 * (diff == 0)).mean())})
+                         "diff_pct": diff.mean(), "se": _se(diff),
+                         "a_wins": float(((diff < 0) + 0.5 * (diff == 0)).mean())})
     return rows
 
 

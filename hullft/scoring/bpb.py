@@ -31,6 +31,8 @@ class Score:
     tokens: int   # tokens scored
     bytes: int
     seconds: float
+    forwarded: int = 0    # input positions run through the model (a context's included)
+    token_pairs: int = 0  # sum over forwards of input length squared (attention's cost; see hullft/flops.py)
 
     @property
     def bpb(self) -> float:
@@ -147,4 +149,5 @@ def score_text(loaded: LoadedModel, text: str, cfg: EvalConfig, forward=None, co
         nll += window_nll(forward(w.inputs), w)
     loaded.model.train(was_training)
     total = float(nll)  # one device sync for the whole text
-    return Score(total, sum(len(w.targets) for w in windows), n_bytes, time.perf_counter() - start)
+    return Score(total, sum(len(w.targets) for w in windows), n_bytes, time.perf_counter() - start,
+                 forwarded=sum(len(w.inputs) for w in windows), token_pairs=sum(len(w.inputs) ** 2 for w in windows))
