@@ -127,11 +127,16 @@ def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "",
 
 
 def _claim_block(store: RecordStore, claims: Claims, queries: pd.DataFrame, size: int) -> Tuple[list, int]:
-    """Up to `size` queries that no worker has done or holds, claimed for this one; and how many others hold."""
+    """Up to `size` queries that no worker has done or holds, claimed for this one; and how many others hold.
+    While other workers hold claims, a block is at most a quarter of the queries left (guided scheduling), so
+    the last blocks are small and the workers finish together."""
     with store.lock:
         store.refresh()
+        undone = queries[~queries.doc_id.isin(store.done)]
+        if any(claims.path(q).exists() and claims.path(q) not in claims.held for q in undone.doc_id):
+            size = min(size, max(1, -(-len(undone) // 4)))
         block, held = [], 0
-        for query in queries[~queries.doc_id.isin(store.done)].itertuples():
+        for query in undone.itertuples():
             if len(block) < size and claims.try_claim(query.doc_id):
                 block.append(query)
             elif claims.path(query.doc_id) not in claims.held:
