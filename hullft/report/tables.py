@@ -148,11 +148,15 @@ def pareto_mask(t: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def summarize(records: pd.DataFrame) -> pd.DataFrame:
-    """One point per configuration (shards merged): mean BPB% and mean wall-clock per query."""
-    points = (with_settings(records).groupby(["method", "selector", "setting", "refresh_interval", "config_hash"])
+    """One point per configuration (shards merged): mean BPB%, mean wall-clock per query and its parts, and
+    the mean GFLOPs of a query's scoring and training (NaN for records written before FLOPs were counted)."""
+    records = with_settings(records)
+    records = records.assign(**{c: np.nan for c in ("t_eval", "eval_flops", "train_flops") if c not in records})
+    records = records.assign(gflops=(records.eval_flops + records.train_flops) / 1e9)
+    points = (records.groupby(["method", "selector", "setting", "refresh_interval", "config_hash"])
               .agg(n=("n", "mean"), bpb_pct=("bpb_pct", "mean"), se=("bpb_pct", _se), t_total=("t_total", "mean"),
-                   t_select=("t_select", "mean"), t_finetune=("t_finetune", "mean"),
-                   fwd_bwd=("fwd_bwd", "mean"), queries=("bpb_pct", "size"))
+                   t_select=("t_select", "mean"), t_finetune=("t_finetune", "mean"), t_eval=("t_eval", "mean"),
+                   gflops=("gflops", "mean"), fwd_bwd=("fwd_bwd", "mean"), queries=("bpb_pct", "size"))
               .reset_index().sort_values(["method", "selector", "t_total"]).reset_index(drop=True))
     points["pareto"] = pareto_mask(points.t_total.values, points.bpb_pct.values)
     return points
