@@ -66,6 +66,23 @@ def test_four_workers_on_one_directory_record_each_query_once(tmp_path, workload
     assert not list((out / "claims").glob("*.json"))  # every claim released
 
 
+def test_a_joblib_sweep_over_worker_runs_two_workers_on_one_directory(tmp_path, workload):
+    """The README's local recipe: `-m hydra/launcher=joblib 'worker=range(2)'` is two jobs on one directory."""
+    args, single = workload
+    code, _, err = finish(start(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "worker=range(2)",
+                                 *args, "tag=pool"], tmp_path))
+    assert code == 0, err[-2000:]
+    outs = [p.parent for p in (tmp_path / "multirun" / "pool").rglob("records.jsonl")]
+    assert len(outs) == 1  # worker names no directory
+    rows = lines(outs[0] / "records.jsonl")
+    assert len(rows) == len(single) and len({r["query_id"] for r in rows}) == len(single)
+    mine = by_query(outs[0] / "records.parquet")
+    assert mine.query_id.tolist() == single.query_id.tolist()
+    # joblib's workers run with cores / n_jobs threads: float sums in another order, equal to rounding
+    np.testing.assert_allclose(mine.bpb, single.bpb, rtol=1e-6)
+    pd.testing.assert_frame_equal(mine[STEPS], single[STEPS], check_dtype=False)
+
+
 def test_a_dead_workers_claim_is_taken_over(tmp_path, workload):
     """A worker killed with -9 leaves its claim and perhaps a torn record; the next worker runs its query."""
     args, single = workload
