@@ -57,6 +57,20 @@ def test_paired_comparison_on_the_same_queries():
     assert paired.loc[("code", "hullft", "sift")].queries == 6
 
 
+def test_arms_that_select_nothing_meet_every_n_and_each_other_once():
+    df = synthetic_records().assign(method="finetune")
+    anchors = [df[df.selector == "nn"].assign(method=method, selector="none", n=0, config_hash=method,
+                                              bpb_pct=pct)
+               for method, pct in (("none", 100.0), ("dynamic_eval", 98.0))]
+    paired = paired_table(pd.concat([df, *anchors]))
+    overall = paired[paired.domain == "ALL"].set_index(["setting", "a", "b"])
+    assert overall.loc[("n=4", "dynamic_eval", "hullft")].queries == 12  # named by the method alone
+    assert overall.loc[("n=4", "hullft", "none")].queries == 12
+    assert overall.loc[("n=0", "dynamic_eval", "none")].diff_pct == pytest.approx(-2.0)
+    anchor_pairs = paired[(paired.a == "dynamic_eval") & (paired.b == "none") & (paired.domain == "ALL")]
+    assert anchor_pairs.setting.tolist() == ["n=0"]
+
+
 def test_report_cli_writes_the_paired_table(tmp_path, capsys):
     df = synthetic_records()
     df.to_parquet(tmp_path / "records.parquet")

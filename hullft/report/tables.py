@@ -105,8 +105,10 @@ def domain_table(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def arm(records: pd.DataFrame) -> pd.Series:
-    """What a record's BPB% is compared by: `selector` for finetuning, `method/selector` for the others."""
-    return np.where(records.method == "finetune", records.selector, records.method + "/" + records.selector)
+    """What a record's BPB% is compared by: `selector` for finetuning, `method/selector` for the others, the
+    method alone where nothing is selected (none, dynamic_eval)."""
+    other = np.where(records.selector == "none", records.method, records.method + "/" + records.selector)
+    return np.where(records.method == "finetune", records.selector, other)
 
 
 def paired_table(records: pd.DataFrame) -> pd.DataFrame:
@@ -118,7 +120,8 @@ def paired_table(records: pd.DataFrame) -> pd.DataFrame:
     for domain, in_domain in records.groupby("domain"):
         anchors = in_domain[in_domain.n == 0]
         for setting, group in in_domain[in_domain.n > 0].groupby("setting"):
-            rows += _pairs(domain, setting, pd.concat([group, anchors]))
+            rows += [row for row in _pairs(domain, setting, pd.concat([group, anchors]))
+                     if not {row["a"], row["b"]} <= set(anchors.arm)]  # anchors against each other: once, at n=0
         if anchors.setting.nunique():
             rows += _pairs(domain, "n=0", anchors)
     return pd.DataFrame(rows, columns=["domain", "setting", "a", "b", "queries", "diff_pct", "se", "a_wins"])
