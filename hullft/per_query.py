@@ -173,7 +173,7 @@ class QueryRun:
             "t_capture": result.capture_seconds, "captured": self.engine.captured, "diverged": result.diverged,
             "train_loss": result.mean_loss, "train_tokens": result.tokens,
             "query_bytes": score.bytes, "query_bytes_base": base.bytes, "query_tokens": score.tokens,
-            "same_domain": float(np.mean(self.space.pool.domains[self.rows[selected]] == self.query.domain))
+            "same_domain": float(np.mean(self.space.pool.domains(self.rows[selected]) == self.query.domain))
             if n else float("nan"),
             "diagnostics": str(selection.diagnostics if selection is not None else {}),
         }

@@ -78,7 +78,7 @@ CONFIG_CASES = [
     (["model=tiny", "model.n_head=3"], "model.n_embd=64 is not a multiple of model.n_head=3"),
     (["data=jsonl"], "data.path is empty"),
     (["data=jsonl", "data.path=/nonexistent/corpus.jsonl"], "data.path=/nonexistent/corpus.jsonl does not exist"),
-    (["data=jsonl", "data.path=/tmp"], "data.path=/tmp is a directory"),
+    (["data=jsonl", "data.path=/sys"], "data.path=/sys is a folder with no .jsonl or .jsonl.zst file in it"),
     (["data=jsonl", "data.path=/etc/hostname"], "expected a file ending in .jsonl or .jsonl.zst"),
     (["data.domains=[kjv,FreeLaw]"], "data.domains names unknown domain(s) ['FreeLaw']"),
     (["model=gpt2", "model.hub_id=./no/such/model"], "model.hub_id=./no/such/model: no such directory"),
@@ -240,5 +240,5 @@ def test_report_on_bad_inputs_is_one_line(tmp_path):
     proc, errors = cli([str(good), "--out", f"{blocker}/report"], tmp_path, module="hullft.report")
     assert proc.returncode == 1 and len(errors) == 1 and str(blocker) in errors[0], proc.stderr[-2000:]
     proc, errors = cli(["build", "data=jsonl", f"data.path={tmp_path}", "model=tiny"], tmp_path, module="hullft.data")
-    assert proc.returncode == 1 and errors == [f"error: data.path={tmp_path} is a directory: give a .jsonl or "
-                                               f".jsonl.zst file inside it"]
+    assert proc.returncode == 1 and errors == [f"error: data.path={tmp_path} is a folder with no .jsonl or "
+                                               f".jsonl.zst file in it: point it at The Pile's files or at one of them"]

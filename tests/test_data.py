@@ -7,6 +7,7 @@ import zstandard
 
 from hullft.compose import compose_config
 from hullft.data import build as stages
+from hullft.data import sequences as seqs_
 from hullft.data import load_data_space
 from hullft.data.documents import build_documents, cut_document
 from hullft.embedder import Embedder
@@ -117,8 +118,8 @@ def test_token_ids_equal_the_tokenizers_own_call():
     assert bert.backend_tokenizer.padding is not None and plain.backend_tokenizer.padding is None
     assert not tokenizers[2].is_fast  # the Rust path, the padding backend's and the plain one
     for tokenizer in tokenizers:
-        assert stages.token_ids(tokenizer, texts) == tokenizer(texts, add_special_tokens=False).input_ids
-        assert stages.token_ids(tokenizer, []) == []
+        assert seqs_.token_ids(tokenizer, texts) == tokenizer(texts, add_special_tokens=False).input_ids
+        assert seqs_.token_ids(tokenizer, []) == []
 
 
 def test_texts_of_equal_batch_decode():
@@ -132,7 +133,7 @@ def test_texts_of_equal_batch_decode():
     assert cleaning.batch_decode(sequences) != bert.batch_decode(sequences)  # the clean-up is Python's alone
     for tokenizer in (bert, cleaning, tiny):
         sequences = tokenizer(texts, add_special_tokens=True).input_ids
-        assert stages.texts_of(tokenizer, sequences) == tokenizer.batch_decode(sequences)
+        assert seqs_.texts_of(tokenizer, sequences) == tokenizer.batch_decode(sequences)
 
 
 def test_split_is_document_disjoint_and_deduplicated(setup, tiny_overrides):
@@ -150,7 +151,7 @@ def test_split_is_document_disjoint_and_deduplicated(setup, tiny_overrides):
     with_text = space.with_text(space.queries)
     assert list(with_text.text) == list(docs[docs.split == "query"].text)
     assert not pool_doc_texts & set(with_text.text)
-    assert set(space.pool.domains) == {"Github", "Docs", "Licenses"}
+    assert set(space.pool.domains(np.arange(len(space.pool)))) == {"Github", "Docs", "Licenses"}
     assert max(space.pool.lengths) <= cfg.data.max_length
     assert space.embeddings.shape == (len(space.pool), 384)
     _, rows = space.search(space.candidates(np.array([3]))[0], 5)
@@ -187,23 +188,26 @@ def test_corrupt_cache_file_is_rebuilt(setup, isolated_cache, capsys):
     assert not list((isolated_cache / "dataspace").glob(".*.tmp"))  # nothing half-written left behind
 
 
-def test_units_take_the_plans_tokens_or_tokenise_again_alike(setup, tiny_overrides, isolated_cache, capsys):
+def test_units_take_their_sequences_from_the_chunk_stage_or_tokenise_again_alike(setup, tiny_overrides,
+                                                                                 isolated_cache, capsys):
     cfg = compose_config(tiny_overrides + ["data.unit_docs=12"])  # several units
     keys = build(cfg, setup).keys
     root = isolated_cache / "dataspace"
-    assert not list(root.glob(f"unitseqs-{keys.units}-*"))  # removed once their unit is built
+    assert not list(root.glob(f"unitseqs-{keys.units}-*"))  # removed once their unit is embedded
     built = sorted(root.glob(f"unit-{keys.units}-*.parquet")) + sorted(root.glob(f"unitemb-{keys.emb}-*.npy"))
     assert len(built) >= 6
     before = {p.name: p.read_bytes() for p in built}
-    for path in [*built, stages.manifest_path(keys), *root.glob(f"plan-{keys.units}.parquet")]:
+    for path in [*built, stages.manifest_path(keys), root / f"plan-{keys.units}.json"]:
         path.unlink()
-    stages.plan(cfg.data, keys, setup[1].tokenizer)
+    tokenizer = setup[1].tokenizer
+    for u in range(stages.unit_count(cfg.data, keys)):
+        stages.chunk_unit(cfg.data, keys, u, tokenizer)
     left = {int(p.stem.rsplit("-", 1)[1]): p for p in root.glob(f"unitseqs-{keys.units}-*.parquet")}
-    assert len(left) == len(built) // 2  # the plan leaves every unit its sequences
+    assert len(left) == len(built) // 2  # the chunk stage leaves every unit its sequences
     left[0].write_bytes(left[0].read_bytes()[:50])  # damaged: tokenised again
     left[1].unlink()  # gone: tokenised again
     build(cfg, setup)
-    assert "tokenising unit 0 again" in capsys.readouterr().err
+    assert f"unitseqs-{keys.units}-0.parquet is damaged" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in built} == before
     assert not list(root.glob(f"unitseqs-{keys.units}-*"))
 

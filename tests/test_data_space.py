@@ -1,9 +1,5 @@
-"""The data space at scale: streamed documents, the token store, sharded builds, indexes and GPU-style search."""
+"""The data space: streamed documents, the token store, the embedding file, indexes and GPU-style search."""
 import hashlib
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,13 +11,13 @@ from hullft.data import load_data_space
 from hullft.data.documents import build_documents, corpus_sources, cut_document, unit_hash
 from hullft.data.index import FaissSearch, TorchExactSearch, build_index, recall_at_k
 from hullft.data import embeddings as embedding_file
-from hullft.data.embeddings import EmbeddingFile, EmbeddingFileWriter
-from hullft.data.token_store import TokenFileWriter, TokenStore, token_dtype, with_offsets
+from hullft.data.embeddings import EmbeddingFile, npy_header
+from hullft.data.sequences import chunk
+from hullft.data.token_store import POOL_TABLE_DTYPE, TokenStore, token_dtype
 from hullft.embedder import Embedder
 from hullft.errors import UserError
 from hullft.models import load_model
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def reference_documents(cfg) -> pd.DataFrame:
@@ -56,27 +52,29 @@ def test_token_store_round_trip(tmp_path, vocab, high):
     seqs[3][0] = high
     dtype = token_dtype(vocab)
     assert dtype == (np.uint16 if vocab <= 65536 else np.uint32)
-    table = with_offsets(pd.DataFrame({"domain": ["d"] * len(seqs)}), np.array([len(s) for s in seqs]))
-    with TokenFileWriter(tmp_path / "t.bin", int(table.length.sum()), dtype) as out:
-        for i in rng.permutation(len(seqs)):  # sequences arrive in any order, as units do
-            out.put(table.offset[i], np.array(seqs[i]))
-    store = TokenStore(tmp_path / "t.bin", table, dtype)
+    lengths = np.array([len(s) for s in seqs])
+    table = np.zeros(len(seqs), POOL_TABLE_DTYPE)
+    table["length"], table["offset"], table["domain"] = lengths, np.cumsum(lengths) - lengths, np.arange(40) % 2
+    np.save(tmp_path / "table.npy", table)
+    np.concatenate(seqs).astype(dtype).tofile(tmp_path / "t.bin")
+    store = TokenStore(tmp_path / "t.bin", tmp_path / "table.npy", ["even", "odd"], dtype)
     assert [store.tokens(i) for i in range(len(store))] == seqs
-    assert isinstance(store.flat, np.memmap)
+    assert list(store.domains([0, 1, 5])) == ["even", "odd", "odd"]
+    assert isinstance(store.flat, np.memmap) and isinstance(store.offsets, np.memmap)
+    np.save(tmp_path / "short.npy", table[:-1])
     with pytest.raises(ValueError, match="the table needs"):
-        TokenStore(tmp_path / "t.bin", table.iloc[:-1], dtype)
-    with pytest.raises(ValueError, match="out of range"), TokenFileWriter(tmp_path / "u.bin", 1, dtype) as out:
-        out.put(0, np.array([np.iinfo(dtype).max + 1]))
+        TokenStore(tmp_path / "t.bin", tmp_path / "short.npy", ["even", "odd"], dtype)
 
 
 def test_embedding_file_round_trip(tmp_path, monkeypatch):
     monkeypatch.setattr(embedding_file, "READ_ROWS", 64)  # several read chunks
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 8)).astype(np.float16)
-    with EmbeddingFileWriter(tmp_path / "e.npy", 300, 8, np.float16) as out:
-        for i in rng.permutation(300):
-            out.put(i, x[i])
-    np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), x)  # a valid .npy, memory-mappable by jobs
+    with open(tmp_path / "e.npy", "wb") as f:  # written as the merge writes it: a header, then rows in a stream
+        f.write(npy_header(np.float16, (300, 8)))
+        for part in np.array_split(x, 7):
+            f.write(part.tobytes())
+    np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), x)  # a valid .npy
     emb = EmbeddingFile(tmp_path / "e.npy")
     assert emb.shape == (300, 8) and len(emb) == 300
     np.testing.assert_array_equal(emb[10:250], x[10:250])
@@ -90,40 +88,17 @@ def test_a_job_holds_no_pool_text_and_reads_tokens_from_disk(tiny_overrides):
     cfg = compose_config([*tiny_overrides, "data.embedding_dtype=fp16"])
     loaded = load_model(cfg.model)
     space = load_data_space(cfg.data, loaded.tokenizer, loaded.fingerprint, Embedder(cfg.embedder))
-    assert not {"text", "doc_id"} & set(space.pool.table) and not hasattr(space, "documents")
+    assert not hasattr(space.pool, "table") and not hasattr(space, "documents")
+    assert isinstance(space.pool.offsets, np.memmap) and isinstance(space.pool.codes, np.memmap)
     assert isinstance(space.embeddings, EmbeddingFile) and space.embeddings.dtype == np.float16
     rows = np.arange(5)
     candidates = space.candidates(rows)
     assert candidates.dtype == np.float32 and np.allclose(np.linalg.norm(candidates, axis=1), 1, atol=1e-3)
-    chunked = stages.chunk(stages.documents(cfg.data, space.keys).query("split == 'pool'"), loaded.tokenizer,
+    chunked = chunk(stages.documents(cfg.data, space.keys).query("split == 'pool'"), loaded.tokenizer,
                            cfg.data)
     first = space.pool_keys().iloc[0]
     match = chunked[(chunked.doc_id == first.doc_id) & (chunked.start == first.start)].tokens.iloc[0]
     assert space.pool.tokens(0) == list(match)
-
-
-def _cli(args, cache: Path):
-    env = {**os.environ, "HULLFT_CACHE": str(cache), "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "hullft.data", *args], capture_output=True, text=True, env=env,
-                          cwd=cache.parent)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-def test_sharded_build_merges_into_the_one_process_build(tmp_path, tiny_overrides):
-    overrides = [*tiny_overrides, "data.unit_docs=12"]
-    _cli(["build", *overrides], tmp_path / "one")
-    assert "pool sequences in" in _cli(["plan", *overrides], tmp_path / "sharded").stdout
-    _cli(["build", "-m", "data.shard=0,1", "data.num_shards=2", "hydra/launcher=joblib", *overrides],
-         tmp_path / "sharded")
-    assert not list((tmp_path / "sharded" / "dataspace").glob("space-*.json"))  # not merged yet
-    out = _cli(["merge", *overrides], tmp_path / "sharded").stdout
-    assert "pool sequences" in out
-    one, sharded = tmp_path / "one" / "dataspace", tmp_path / "sharded" / "dataspace"
-    assert len(list(one.glob("unit-*.parquet"))) >= 3  # several units, so the shards shared the work
-    for pattern in ("pool-*.parquet", "tokens-*.bin", "embeddings-*.npy", "index-*.faiss", "queries-*.parquet"):
-        (a,), (b,) = sorted(one.glob(pattern)), sorted(sharded.glob(pattern))
-        assert a.name == b.name and a.read_bytes() == b.read_bytes(), pattern
 
 
 def test_index_by_factory_string_and_recall(tiny_overrides):

@@ -1,20 +1,26 @@
-"""python -m hullft.data plan|build|merge|stats [hydra overrides]
+"""python -m hullft.data build|scan|keep|documents|chunk|plan|embed|merge|stats [hydra overrides]
 
-    plan    the documents and the plan of kept sequences only: run once before a sharded build, so the
-            shards do not each make them
-    build   the data space in this process (or, with data.num_shards=N, the units of data.shard=i only):
-            python -m hullft.data build -m data.shard=0,1,2,3 data.num_shards=4 hydra/launcher=joblib
-            (hydra/launcher=submitit_slurm on a cluster)
-    merge   after every shard: token store, embeddings, index, manifest
-    stats   per domain: documents, sources, bytes, query documents, pool sequences and tokens; and the
-            index's recall@k against exact search on a sample of query documents
+    build      the whole data space, every stage in this process; with data.num_shards=N, every stage as
+               its own sweep: a sharded stage's N jobs go through the configured Hydra launcher, e.g.
+               python -m hullft.data build data.num_shards=4 hydra/launcher=joblib
+               (hydra/launcher=submitit_slurm on a cluster, submitit_local to try it here)
+    scan, keep, chunk, embed
+               one sharded stage (build.py), for data.shard of data.num_shards, e.g. in a sweep:
+               python -m hullft.data embed -m 'data.shard=range(0,4)' data.num_shards=4 hydra/launcher=joblib
+    documents, plan, merge
+               one global stage, in this process
+    stats      per domain: documents, sources, bytes, query documents, pool sequences and tokens; and the
+               index's recall@k against exact search on a sample of query documents
 """
 import os
+import subprocess
 import sys
 from pathlib import Path
+from typing import List
 
 import hydra
 import numpy as np
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from hullft.cache import REPO_ROOT, cache_root
@@ -23,34 +29,31 @@ from hullft.data import build
 from hullft.data.index import recall_at_k
 from hullft.data.space import load_data_space
 from hullft.embedder import Embedder
+from hullft.errors import UserError
 from hullft.jobs import guarded, run_cli
 from hullft.models import load_tokenizer
 from hullft.validate import check_config
 
-ACTIONS = ("plan", "build", "merge", "stats")
+ACTIONS = ("build", *build.STAGES, "stats")
 RECALL_QUERIES = 32
+OVERRIDES: List[str] = []  # the command line's overrides, which a sharded build passes on to each stage's sweep
 
 
 def act(action: str, cfg: DictConfig) -> None:
     check_config(cfg)
+    data = cfg.data
+    sweep = HydraConfig.get().mode.name == "MULTIRUN"
+    if sweep and action not in build.SHARDED_STAGES:
+        raise UserError(f"`python -m hullft.data {action}` runs in one process: drop -m (a sharded build is "
+                        f"`build data.num_shards=N`, or the stages {', '.join(build.SHARDED_STAGES)} with -m)")
+    if action == "build" and data.num_shards > 1:
+        return run_sharded(data.num_shards)
     tokenizer, fingerprint = load_tokenizer(cfg.model)  # a build needs the tokenizer, not the weights
     embedder = Embedder(cfg.embedder)
-    data = cfg.data
     keys = build.Keys.of(data, fingerprint, embedder.fingerprint)
-    if action == "plan":
-        build.queries(data, keys)
-        kept = build.plan(data, keys, tokenizer)
-        units = len(build.unit_rows(build.documents_path(data, keys), data))
-        print(f"plan {keys.units}: {len(kept)} pool sequences in {units} units of {data.unit_docs} documents; now "
-              f"`python -m hullft.data build -m data.shard=... data.num_shards=N`, then `merge`")
+    if action in build.STAGES:
+        print(build.run_stage(action, data, keys, tokenizer, embedder))
         return
-    if action == "build" and data.num_shards > 1:
-        units = build.build_units(data, keys, tokenizer, embedder, data.shard, data.num_shards)
-        print(f"shard {data.shard} of {data.num_shards}: units {units} built; run `python -m hullft.data merge` "
-              f"once every shard is done")
-        return
-    if action == "merge":
-        build.merge(data, keys, len(tokenizer), embedder.dim)
     space = load_data_space(data, tokenizer, fingerprint, embedder)
     print(f"data space {space.key}: {len(space.queries)} query documents, {len(space.pool)} pool sequences, "
           f"index {data.index}")
@@ -58,10 +61,9 @@ def act(action: str, cfg: DictConfig) -> None:
         from hullft.per_query import embed_query
 
         print(space.stats().to_string())
-        held = space.queries.memory_usage(deep=True).sum() + space.pool.table.memory_usage(deep=True).sum()
-        print(f"held in RAM at query time besides the index: {held / 2**20:.1f} MiB "
-              f"({held / max(1, int(space.pool.lengths.sum())):.2f} bytes per pool token; tokens and embeddings "
-              f"are read from disk)")
+        held = space.queries.memory_usage(deep=True).sum()
+        print(f"held in RAM at query time besides the index: {held / 2**20:.1f} MiB of query ids (the pool table, "
+              f"tokens and embeddings are read from disk)")
         sample = space.with_text(space.queries.sample(min(RECALL_QUERIES, len(space.queries)), random_state=0))
         queries = np.stack([embed_query(t, tokenizer, embedder, data.max_length) for t in sample.text])
         k = min(cfg.k, len(space.pool))
@@ -69,10 +71,24 @@ def act(action: str, cfg: DictConfig) -> None:
               f"{recall_at_k(space.search, space.embeddings, queries, k):.4f}")
 
 
+def run_sharded(shards: int) -> None:
+    """Each stage in turn: a sharded one as a sweep of `shards` jobs through the launcher the command line
+    chose, a global one as one process; the next starts when the last has finished."""
+    passed = [a for a in OVERRIDES if not a.split("=")[0].lstrip("+~") in ("data.shard", "data.num_shards")]
+    for stage in build.STAGES:
+        sharded = stage in build.SHARDED_STAGES
+        argv = [sys.executable, "-m", "hullft.data", stage, *(["-m"] if sharded else []), *passed,
+                f"data.num_shards={shards if sharded else 1}", *([f"data.shard=range(0,{shards})"] if sharded else [])]
+        print(f"stage {stage}: {' '.join(argv[3:])}", flush=True)
+        if subprocess.run(argv).returncode:
+            raise UserError(f"stage {stage} failed (above); run the same command again: finished work is kept")
+
+
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in ACTIONS:
         sys.exit(f"usage: python -m hullft.data {'|'.join(ACTIONS)} [hydra overrides]")
     action = sys.argv.pop(1)
+    OVERRIDES.extend(a for a in sys.argv[1:] if a not in ("-m", "--multirun"))
     os.environ.setdefault("HULLFT_ROOT", str(REPO_ROOT))
     register_configs()
     jobs = Path(cache_root()) / "jobs"  # Hydra's job folders for these builds stay out of outputs/

@@ -1,18 +1,17 @@
 """Building the data space in stages, each cached under a key of everything it depends on.
 
-    documents  the corpus read in a stream, cut, de-duplicated, sampled and split (documents.py)
-    queries    the held-out documents alone: the only text a job keeps in memory
-    plan       which pool sequences the space keeps: every pool document tokenised and chunked, then each
-               domain's `max_pool_per_domain` first sequences in a seeded order (keys only, no tokens)
-    units      the pool documents in fixed blocks of `data.unit_docs`; per unit: keep the planned sequences
-               (from the plan's tokenised sequences of the unit, or tokenising its documents again where that
-               file is gone), embed them. Units are independent, so `data.shard`/`data.num_shards`
-               spread them over processes or cluster jobs (each builds the small plan itself, if missing).
-    merge      the units in order: the token store (token_store.py), the embeddings (one .npy, memory-mapped,
-               `data.embedding_dtype`), the faiss index (index.py), and a manifest.
+    scan       per corpus part: its documents' digests (sharded: data.shard of data.num_shards)
+    keep       per corpus part: its first copies, capped per domain (sharded; needs every earlier part's scan)
+    documents  the parts' kept documents, capped per domain and split into pool and query (one process)
+    chunk      per unit of `data.unit_docs` pool documents: tokenised and cut into sequences (sharded)
+    plan       each domain's cutoff in the sequences' seeded order, from the units' summaries (one process)
+    embed      per unit: its sequences up to their domain's cutoff, embedded (sharded)
+    merge      the units in order, streamed into token store, pool table, embeddings and index (merge.py)
 
-A unit computes the same bytes whichever process runs it, so a sharded build merges into the data space a
-one-process build makes. Every file is written atomically with a checksum beside it; a damaged one is rebuilt.
+A sharded stage's jobs are independent and compute the same bytes whichever process runs them, so a sharded
+build is byte for byte the one-process build; no process holds more than a part, a unit, a domain's capped
+documents or a buffer. A stage whose input is missing builds it first, in this process. Every file is written
+atomically with a checksum beside it; a damaged one is rebuilt.
 """
 from __future__ import annotations
 
@@ -20,27 +19,27 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hullft.cache import atomic_path, cache_root, checksum_path, content_hash, file_digest, source_digest, \
     verified_digest, write_checksum
 from hullft.config import CorpusKind, DataConfig
+from hullft.data import documents as docs_
+from hullft.data import sequences
 from hullft.data.corpus import DOMAINS
-from hullft.data.documents import document_batches, unit_hash
-from hullft.data.index import build_index
-from hullft.data.embeddings import EmbeddingFile, EmbeddingFileWriter
-from hullft.data.token_store import TokenFileWriter, token_dtype, with_offsets
+from hullft.data.jsonl import corpus_files
 from hullft.errors import UserError
 
 EMBEDDING_DTYPES = {"fp32": np.float32, "fp16": np.float16}
 # Bump when a stage's files change meaning, so files of an older layout are never taken for current ones.
-BUILD_VERSION = 2
+# 3: parts and per-domain cutoffs; rows in unit order; the pool table a memory-mapped array.
+BUILD_VERSION = 3
+DOCUMENT_ROW_GROUP = 1024  # documents are read back by row group: a unit reads only the groups holding its rows
 
 
 def _name(value) -> str:
@@ -48,11 +47,10 @@ def _name(value) -> str:
 
 
 def corpus_fingerprint(cfg: DataConfig) -> list:
-    """What the documents depend on besides the recipe: a user's corpus file by content; the offline mix's
+    """What the documents depend on besides the recipe: a user's corpus files by content; the offline mix's
     system files by name, size and mtime (they change only with their Debian packages)."""
     if cfg.kind == CorpusKind.jsonl:
-        p = Path(cfg.path)
-        return [str(p), source_digest(p)] if p.is_file() else [str(p)]
+        return [[str(p), source_digest(p)] if p.is_file() else [str(p)] for p in corpus_files(cfg.path)]
     out = []
     for name in cfg.domains or sorted(DOMAINS):
         if name in DOMAINS:
@@ -65,8 +63,8 @@ def corpus_fingerprint(cfg: DataConfig) -> list:
 @dataclass(frozen=True)
 class Keys:
     docs: str
-    seq: str    # the pool's sequences (token store)
-    units: str  # their split into units of data.unit_docs documents (plan, unit tables)
+    seq: str    # the pool's sequences in their row order (token store, pool table)
+    units: str  # the units' files (sequences, plan, kept tables)
     emb: str
     index: str
 
@@ -74,13 +72,12 @@ class Keys:
     def of(cls, cfg: DataConfig, tokenizer_fingerprint: str, embedder_fingerprint: str) -> "Keys":
         recipe = {k: str(cfg[k]) for k in ("kind", "path", "domains", "max_doc_chars", "query_fraction",
                                            "max_docs_per_domain", "max_docs_per_source", "seed")}
-        docs = content_hash(recipe, corpus_fingerprint(cfg))
+        docs = content_hash(recipe, corpus_fingerprint(cfg), BUILD_VERSION)
         seq = content_hash(docs, tokenizer_fingerprint, cfg.max_length, cfg.min_length, cfg.max_pool_per_domain,
-                           BUILD_VERSION)
-        units = content_hash(seq, cfg.unit_docs)
-        emb = content_hash(seq, embedder_fingerprint, cfg.unit_docs, _name(cfg.embedding_dtype))
+                           cfg.unit_docs, BUILD_VERSION)  # rows come in unit order
+        emb = content_hash(seq, embedder_fingerprint, _name(cfg.embedding_dtype))
         index = content_hash(emb, cfg.index, cfg.ivf_nlist, cfg.hnsw_m, cfg.index_train_size)
-        return cls(docs, seq, units, emb, index)
+        return cls(docs, seq, seq, emb, index)
 
 
 def root() -> Path:
@@ -113,24 +110,96 @@ def save_npy(arr: np.ndarray, path: Path) -> None:
         np.save(f, arr)
 
 
-DOCUMENT_ROW_GROUP = 1024  # documents are read back by row group: a unit reads only the groups holding its rows
+def save_json(obj, path: Path) -> None:
+    path.write_text(json.dumps(obj, sort_keys=True))
+
+
+def load_json(path: Path):
+    return json.loads(path.read_text())
+
+
+def mine(count: int, cfg: DataConfig) -> List[int]:
+    """The parts or units of this shard."""
+    return [i for i in range(count) if i % cfg.num_shards == cfg.shard]
+
+
+# --- documents: scan, keep, documents -----------------------------------------------------------------------
+
+def scan(cfg: DataConfig, keys: Keys, p: int, parts: List[docs_.Part]) -> np.ndarray:
+    """Part p's digests (memory-mapped), with the domains it holds in a file beside them."""
+    path = root() / f"scan-{keys.docs}-{p}.npy"
+    domains_file = root() / f"scandomains-{keys.docs}-{p}.json"
+
+    def build():
+        table, domains = docs_.scan(parts[p], cfg)
+        cached(domains_file, lambda: domains, save_json, load_json)
+        return table
+
+    def load(path):
+        verified_digest(domains_file)  # missing or damaged: the part is scanned again
+        return np.load(path, mmap_mode="r")
+    return cached(path, build, save_npy, load)[0]
+
+
+def kept_path(cfg: DataConfig, keys: Keys, p: int, parts: List[docs_.Part]) -> Path:
+    """Part p's kept documents, one row group per domain (built here if missing)."""
+    path = root() / f"kept-{keys.docs}-{p}.parquet"
+
+    def build():
+        digests = scan(cfg, keys, p, parts)
+        earlier = [scan(cfg, keys, q, parts)["digest"] for q in range(p)]  # memory-mapped, read as searched
+        first = np.sort(np.asarray(digests["position"])[~docs_.seen_before(np.asarray(digests["digest"]), earlier)])
+        return docs_.keep(parts[p], cfg, first)
+
+    def save(df, path):
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        with pq.ParquetWriter(path, table.schema) as writer:
+            for domain in sorted(set(df.domain)):
+                writer.write_table(pa.Table.from_pandas(df[df.domain == domain], preserve_index=False,
+                                                        schema=table.schema))
+    cached(path, build, save, lambda p: None)
+    return path
 
 
 def documents_path(cfg: DataConfig, keys: Keys) -> Path:
     """The documents table (built here if missing), on disk: callers read only the rows and columns they need."""
     path = root() / f"documents-{keys.docs}.parquet"
-    cached(path, lambda: document_batches(cfg), _write_batches, lambda p: None)
+    cached(path, lambda: _merge_documents(cfg, keys), lambda batches, tmp: batches(tmp), lambda p: None)
     return path
 
 
-def _write_batches(batches, path: Path) -> None:
-    """Domain after domain, so memory holds one domain's table (and the heaps not yet written)."""
-    writer = None
-    for df in batches:
-        table = pa.Table.from_pandas(df, preserve_index=False)
-        writer = writer or pq.ParquetWriter(path, table.schema)
-        writer.write_table(table, row_group_size=DOCUMENT_ROW_GROUP)
-    writer.close()
+def _merge_documents(cfg: DataConfig, keys: Keys) -> Callable[[Path], None]:
+    """A writer of the documents table, domain by domain: memory holds one domain's kept documents."""
+    parts = docs_.corpus_parts(cfg)
+    kept = [kept_path(cfg, keys, p, parts) for p in range(len(parts))]
+    found = set()
+    for p in range(len(parts)):
+        found.update(load_json(root() / f"scandomains-{keys.docs}-{p}.json"))
+    domains = sorted({d for path in kept for d in pq.read_table(path, columns=["domain"]).column("domain")
+                      .unique().to_pylist()})
+    docs_.check_domains(found, bool(domains), cfg)
+
+    def write(tmp: Path) -> None:
+        writer, written = None, 0
+        for domain in domains:
+            keys_only = pd.concat([pd.read_parquet(path, columns=["order", "position"], filters=[("domain", "==", domain)])
+                                   .assign(part=p, row=lambda d: np.arange(len(d))) for p, path in enumerate(kept)])
+            chosen = docs_.first_of_domain(keys_only, cfg)
+            rows = [pd.read_parquet(path, filters=[("domain", "==", domain)])
+                    .iloc[np.sort(chosen.row[chosen.part == p].to_numpy())].assign(part=p)
+                    for p, path in enumerate(kept)]
+            batch = docs_.split(docs_.first_of_domain(pd.concat(rows, ignore_index=True), cfg), domain, cfg)
+            if batch is None:
+                continue
+            table = pa.Table.from_pandas(batch[["domain", "source", "doc_id", "text", "split"]], preserve_index=False)
+            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table, row_group_size=DOCUMENT_ROW_GROUP)
+            written += 1
+        if not written:
+            raise UserError(f"the corpus '{cfg.name}': no domain has enough sources to hold out queries and keep "
+                            f"a pool; add text or change data.query_fraction")
+        writer.close()
+    return write
 
 
 def documents(cfg: DataConfig, keys: Keys) -> pd.DataFrame:
@@ -146,6 +215,8 @@ def queries(cfg: DataConfig, keys: Keys, load: bool = True):
     return cached(root() / f"queries-{keys.docs}.parquet", build, save_parquet,
                   pd.read_parquet if load else (lambda p: None))
 
+
+# --- units: chunk, plan, embed ------------------------------------------------------------------------------
 
 def unit_rows(path: Path, cfg: DataConfig) -> List[np.ndarray]:
     """Per unit, the documents file's row numbers of its `data.unit_docs` pool documents."""
@@ -165,177 +236,112 @@ def read_rows(path: Path, rows: np.ndarray) -> pd.DataFrame:
     return table.take(pa.array(rows - bounds[first])).to_pandas()
 
 
-def token_ids(tokenizer, texts: List[str]) -> List[List[int]]:
-    """Each text's token ids without special tokens: tokenizer(texts).input_ids. A fast tokenizer's Rust backend
-    is called directly and skips the character offsets: 1.2x faster on the default pool's 31 MB. Not where the
-    backend pads or truncates by itself (as a saved BERT tokenizer may): there transformers turns that off."""
-    if not texts:
-        return []
-    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
-    if backend is not None and backend.padding is None and backend.truncation is None:
-        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
-    return tokenizer(texts, add_special_tokens=False).input_ids
+def unit_count(cfg: DataConfig, keys: Keys) -> int:
+    return len(unit_rows(documents_path(cfg, keys), cfg))
 
 
-def texts_of(tokenizer, sequences: List[List[int]]) -> List[str]:
-    """tokenizer.batch_decode(sequences). Where that is the Rust backend's decode, one sequence at a time from
-    Python (a fast tokenizer that cleans up no spaces), the backend decodes them all at once: 2.4x faster."""
-    if getattr(tokenizer, "is_fast", False) and not tokenizer.clean_up_tokenization_spaces:
-        return tokenizer.backend_tokenizer.decode_batch(sequences, skip_special_tokens=False)
-    return tokenizer.batch_decode(sequences)
+def unit_sequences_path(keys: Keys, u: int) -> Path:
+    """Every sequence of unit u with its tokens; removed once the unit's kept table is built."""
+    return root() / f"unitseqs-{keys.units}-{u}.parquet"
 
 
-def chunk(docs: pd.DataFrame, tokenizer, cfg: DataConfig) -> pd.DataFrame:
-    """Token-bounded sequences of the documents, each with its seeded sampling order."""
-    rows = []
-    encoded = token_ids(tokenizer, list(docs.text))
-    max_length, min_length, seed = int(cfg.max_length), int(cfg.min_length), cfg.seed  # a DictConfig read is slow
-    for (domain, doc_id), ids in zip(zip(docs.domain, docs.doc_id), encoded):
-        for start in range(0, len(ids), max_length):
-            piece = ids[start:start + max_length]
-            if len(piece) >= min_length:
-                rows.append((domain, doc_id, start, unit_hash(seed, "seq", doc_id, start), piece))
-    return pd.DataFrame(rows, columns=["domain", "doc_id", "start", "order", "tokens"])
+def chunk_unit(cfg: DataConfig, keys: Keys, u: int, tokenizer) -> Path:
+    """Unit u's sequences (domain, doc_id, start, order, tokens), tokenised here if missing or damaged."""
+    path = documents_path(cfg, keys)
 
-
-def sample(seqs: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
-    """Each domain's max_pool_per_domain sequences first in the seeded order, in (domain, doc, start) order."""
-    kept = seqs.sort_values(["domain", "order"]).groupby("domain", group_keys=False).head(cfg.max_pool_per_domain)
-    return kept.sort_values(["domain", "doc_id", "start"]).reset_index(drop=True)
-
-
-def plan(cfg: DataConfig, keys: Keys, tokenizer) -> pd.DataFrame:
-    """The kept sequences' (domain, doc_id, start, unit), in the space's row order. Built unit by unit,
-    keeping keys only, so its memory grows with the number of sequences, not of tokens. Each unit's tokenised
-    sequences are left on disk for that unit (unit_sequences), so its documents are tokenised once."""
     def build():
-        path = documents_path(cfg, keys)
-        parts = []
-        for u, rows in enumerate(unit_rows(path, cfg)):
-            seqs = chunk(read_rows(path, rows), tokenizer, cfg)
-            cached(unit_sequences_path(keys, u), lambda: seqs, save_parquet, lambda p: None)
-            parts.append(seqs.drop(columns="tokens").assign(unit=u))
-        return sample(pd.concat(parts, ignore_index=True), cfg)[["domain", "doc_id", "start", "unit"]]
-    return cached(root() / f"plan-{keys.units}.parquet", build, save_parquet, pd.read_parquet)[0]
+        return sequences.chunk(read_rows(path, unit_rows(path, cfg)[u]), tokenizer, cfg)
+    cached(unit_sequences_path(keys, u), build, save_parquet, lambda p: None)
+    return unit_sequences_path(keys, u)
+
+
+def plan(cfg: DataConfig, keys: Keys, tokenizer) -> Dict[str, sequences.Cutoff]:
+    """Each domain's cutoff (sequences.py), from every unit's sequence keys; a unit already embedded has left
+    its keys in its kept table, which holds every sequence the plan needs of it (those it keeps)."""
+    n = unit_count(cfg, keys)
+
+    def summaries(columns):
+        for u in range(n):
+            table_path = unit_paths(keys, u)[0]
+            source = table_path if table_path.exists() else chunk_unit(cfg, keys, u, tokenizer)
+            yield pd.read_parquet(source, columns=columns)
+
+    def build():
+        return {d: list(c) if c else None for d, c in sequences.cutoffs(summaries, cfg.max_pool_per_domain).items()}
+    cuts = cached(root() / f"plan-{keys.units}.json", build, save_json, load_json)[0]
+    return {d: tuple(c) if c else None for d, c in cuts.items()}
 
 
 def unit_paths(keys: Keys, u: int):
     return root() / f"unit-{keys.units}-{u}.parquet", root() / f"unitemb-{keys.emb}-{u}.npy"
 
 
-def unit_sequences_path(keys: Keys, u: int) -> Path:
-    """Every sequence of unit u with its tokens, as the plan cut them; removed once the unit's table is built."""
-    return root() / f"unitseqs-{keys.units}-{u}.parquet"
-
-
-def unit_sequences(keys: Keys, u: int) -> Optional[pd.DataFrame]:
-    """Unit u's sequences from the plan's file, or None if it is missing or damaged."""
-    path = unit_sequences_path(keys, u)
-    if not path.exists():
-        return None
-    try:
-        verified_digest(path)
-        return pd.read_parquet(path)
-    except Exception as e:  # truncated or tampered: tokenise the documents instead
-        print(f"cache file {path} is damaged ({str(e).splitlines()[0]}); tokenising unit {u} again",
-              file=sys.stderr)
-        return None
-
-
-def build_unit(u: int, cfg: DataConfig, keys: Keys, tokenizer, embedder, read_documents: Callable[[], pd.DataFrame],
-               kept: pd.DataFrame) -> None:
-    """One unit's kept sequences (domain, doc_id, start, tokens) and their embeddings in data.embedding_dtype."""
+def embed_unit(cfg: DataConfig, keys: Keys, u: int, tokenizer, embedder) -> None:
+    """Unit u's kept sequences (domain, doc_id, start, order, tokens) and their embeddings in
+    data.embedding_dtype."""
     table_path, emb_path = unit_paths(keys, u)
 
     def select() -> pd.DataFrame:
-        seqs = unit_sequences(keys, u)
-        if seqs is None:
-            docs = read_documents()
-            seqs = chunk(docs[docs.doc_id.isin(kept.doc_id)], tokenizer, cfg)  # only documents holding kept ones
-        return seqs.merge(kept[["domain", "doc_id", "start"]], on=["domain", "doc_id", "start"]).drop(columns="order")
+        cuts = plan(cfg, keys, tokenizer)
+        seqs = pd.read_parquet(chunk_unit(cfg, keys, u, tokenizer))
+        return seqs[sequences.kept(seqs, cuts)].reset_index(drop=True)
 
     table, _ = cached(table_path, select, save_parquet, pd.read_parquet)
     for done in (unit_sequences_path(keys, u), checksum_path(unit_sequences_path(keys, u))):
         done.unlink(missing_ok=True)
 
     def embed() -> np.ndarray:
-        texts = texts_of(tokenizer, [list(t) for t in table.tokens])
+        texts = sequences.texts_of(tokenizer, [list(t) for t in table.tokens])
         vectors = embedder.embed(texts, progress=True) if texts else np.zeros((0, embedder.dim), np.float32)
         return vectors.astype(EMBEDDING_DTYPES[_name(cfg.embedding_dtype)])
 
-    cached(emb_path, embed, save_npy, lambda p: _check_rows(np.load(p), len(table), embedder.dim))
-
-
-def build_units(cfg: DataConfig, keys: Keys, tokenizer, embedder, shard: int = 0, num_shards: int = 1) -> List[int]:
-    path = documents_path(cfg, keys)
-    kept = plan(cfg, keys, tokenizer)
-    units = unit_rows(path, cfg)
-    mine = [u for u in range(len(units)) if u % num_shards == shard]
-    for u in mine:
-        build_unit(u, cfg, keys, tokenizer, embedder, lambda rows=units[u]: read_rows(path, rows), kept[kept.unit == u])
-    return mine
-
-
-def manifest_path(keys: Keys) -> Path:
-    return root() / f"space-{keys.index}.json"
-
-
-def merge(cfg: DataConfig, keys: Keys, vocab_size: int, dim: int) -> dict:
-    """The units -> token store, embeddings, index; the manifest last (it marks completion). Rows are placed
-    in the space's order with positioned writes, one unit at a time, so memory holds one unit's tokens."""
-    n_units = len(unit_rows(documents_path(cfg, keys), cfg))
-    missing = [u for u in range(n_units) if not all(p.exists() for p in unit_paths(keys, u))]
-    if missing:
-        raise UserError(f"data space units {missing} of {n_units} are not built: run `python -m hullft.data build "
-                        f"data.shard=i data.num_shards=N` for every shard first")
-    parts = []
-    for u in range(n_units):
-        table = pq.read_table(unit_paths(keys, u)[0])
-        lengths = pc.list_value_length(table.column("tokens")).to_numpy(zero_copy_only=False).astype(np.int64)
-        parts.append(table.drop_columns(["tokens"]).to_pandas().assign(unit=u, row=np.arange(len(table)),
-                                                                       length=lengths))
-    kept = pd.concat(parts, ignore_index=True).sort_values(["domain", "doc_id", "start"]).reset_index(drop=True)
-    kept["position"] = np.arange(len(kept))
-    table = with_offsets(kept[["domain", "doc_id", "start"]], kept.length.to_numpy(np.int64))
-    by_unit = {u: group.sort_values("row") for u, group in kept.assign(offset=table.offset).groupby("unit")}
-    dtype = token_dtype(vocab_size)
-
-    def write_tokens(_, tmp: Path) -> None:
-        with TokenFileWriter(tmp, int(table.length.sum()), dtype) as out:
-            for u, rows in by_unit.items():
-                tokens = pq.read_table(unit_paths(keys, u)[0], columns=["tokens"]).column("tokens").combine_chunks()
-                flat, bounds = tokens.values.to_numpy(), tokens.offsets.to_numpy()
-                for r, offset in zip(rows.row.to_numpy(), rows.offset.to_numpy()):
-                    out.put(offset, flat[bounds[r]:bounds[r + 1]])
-
-    def write_embeddings(_, tmp: Path) -> None:
-        with EmbeddingFileWriter(tmp, len(kept), dim, EMBEDDING_DTYPES[_name(cfg.embedding_dtype)]) as out:
-            for u, rows in by_unit.items():
-                vectors = np.load(unit_paths(keys, u)[1])
-                for r, position in zip(rows.row.to_numpy(), rows.position.to_numpy()):
-                    out.put(position, vectors[r])
-
-    files = {"tokens": cached(root() / f"tokens-{keys.seq}.bin", lambda: None, write_tokens, lambda p: None)[1],
-             "sequences": cached(root() / f"pool-{keys.seq}.parquet", lambda: table, save_parquet,
-                                 pd.read_parquet)[1]}
-    embeddings_path = root() / f"embeddings-{keys.emb}.npy"
-    files["embeddings"] = cached(embeddings_path, lambda: None, write_embeddings, lambda p: None)[1]
-    files["index"] = cached(root() / f"index-{keys.index}.faiss",
-                            lambda: build_index(EmbeddingFile(embeddings_path), cfg), _write_index, lambda p: None)[1]
-    manifest = {"keys": vars(keys), "files": files, "rows": len(kept), "dim": dim, "token_dtype": dtype.name,
-                "embedding_dtype": _name(cfg.embedding_dtype), "units": n_units}
-    with atomic_path(manifest_path(keys)) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    return manifest
-
-
-def _write_index(index, path: Path) -> None:
-    import faiss
-
-    faiss.write_index(index, str(path))
+    cached(emb_path, embed, save_npy, lambda p: _check_rows(np.load(p, mmap_mode="r"), len(table), embedder.dim))
 
 
 def _check_rows(arr: np.ndarray, rows: int, dim: int) -> np.ndarray:
     if arr.shape != (rows, dim) or not np.isfinite(arr).all():
         raise ValueError(f"embeddings have shape {arr.shape}, expected {(rows, dim)}")
     return arr
+
+
+def manifest_path(keys: Keys) -> Path:
+    return root() / f"space-{keys.index}.json"
+
+
+# --- the stages, as the CLI and a one-process build run them ------------------------------------------------
+
+def run_stage(stage: str, cfg: DataConfig, keys: Keys, tokenizer, embedder) -> Optional[str]:
+    """Run one stage (a sharded one for data.shard of data.num_shards); a line saying what was done."""
+    from hullft.data.merge import merge
+
+    if stage in ("scan", "keep"):
+        parts = docs_.corpus_parts(cfg)
+        done = mine(len(parts), cfg)
+        for p in done:
+            scan(cfg, keys, p, parts) if stage == "scan" else kept_path(cfg, keys, p, parts)
+        return f"{stage}: corpus parts {done} of {len(parts)}"
+    if stage == "documents":
+        queries(cfg, keys, load=False)
+        return f"documents: {unit_count(cfg, keys)} units of {cfg.unit_docs} pool documents"
+    if stage in ("chunk", "embed"):
+        done = mine(unit_count(cfg, keys), cfg)
+        for u in done:
+            chunk_unit(cfg, keys, u, tokenizer) if stage == "chunk" else embed_unit(cfg, keys, u, tokenizer, embedder)
+        return f"{stage}: units {done}"
+    if stage == "plan":
+        cuts = plan(cfg, keys, tokenizer)
+        return f"plan: {sum(c is not None for c in cuts.values())} of {len(cuts)} domains capped"
+    if stage == "merge":
+        manifest = merge(cfg, keys, len(tokenizer), embedder.dim)
+        return f"merge: {manifest['rows']} pool sequences"
+    raise ValueError(f"unknown stage {stage}")
+
+
+SHARDED_STAGES = ("scan", "keep", "chunk", "embed")
+STAGES = ("scan", "keep", "documents", "chunk", "plan", "embed", "merge")
+
+
+def build_all(cfg: DataConfig, keys: Keys, tokenizer, embedder) -> None:
+    """Every stage in this process, in order."""
+    for stage in STAGES:
+        run_stage(stage, cfg, keys, tokenizer, embedder)

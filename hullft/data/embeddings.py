@@ -1,4 +1,4 @@
-"""Pool embeddings on disk: one .npy of (rows, d) in data.embedding_dtype, written row by row, read in chunks.
+"""Pool embeddings on disk: one .npy of (rows, d) in data.embedding_dtype, written a unit at a time, read in chunks.
 
 No process keeps it mapped: pages read through a memory map count towards the process's resident memory, so a
 job reranking a thousand random rows per query, or an index build reading millions of vectors, would hold every
@@ -17,25 +17,15 @@ READ_ROWS = 1 << 16
 SPARSE = 64  # fewer rows than 1/64 of the file: read each (a query's candidates), else scan in chunks
 
 
-class EmbeddingFileWriter:
-    """An .npy of a known shape, filled row by row at each row's position (rows arrive a unit at a time)."""
+def npy_header(dtype: np.dtype, shape: tuple) -> bytes:
+    """The header of an .npy holding a C-ordered array of this dtype and shape: the rows follow it, written in
+    a stream."""
+    import io
 
-    def __init__(self, path: Path, rows: int, dim: int, dtype: np.dtype):
-        self.dtype, self.dim, self.file = np.dtype(dtype), dim, open(path, "wb")
-        np.lib.format.write_array_header_1_0(self.file, {"descr": np.lib.format.dtype_to_descr(self.dtype),
-                                                         "fortran_order": False, "shape": (rows, dim)})
-        self.header = self.file.tell()
-        self.file.truncate(self.header + rows * dim * self.dtype.itemsize)
-
-    def put(self, position: int, vector: np.ndarray) -> None:
-        self.file.seek(self.header + int(position) * self.dim * self.dtype.itemsize)
-        self.file.write(np.asarray(vector, dtype=self.dtype).tobytes())
-
-    def __enter__(self) -> "EmbeddingFileWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.file.close()
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                               "fortran_order": False, "shape": tuple(shape)})
+    return out.getvalue()
 
 
 class EmbeddingFile:

@@ -11,12 +11,14 @@ the CPU, or on the GPU where the installed faiss can run there (else a one-line 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Tuple
 
 import numpy as np
 import torch
 
 import faiss
+from hullft.cache import file_digest, verified_digest, write_checksum
 from hullft.config import DataConfig
 from hullft.errors import UserError
 
@@ -50,12 +52,48 @@ def build_index(embeddings: np.ndarray, cfg: DataConfig) -> faiss.Index:
     return index
 
 
-def read_index(path) -> faiss.Index:
-    """Memory-mapped where faiss can (IVF lists), read whole elsewhere."""
+def lists_path(index_path) -> Path:
+    """Where an IVF index's lists live on disk, beside the index file."""
+    return Path(index_path).with_suffix(".ivfdata")
+
+
+def write_index(index: faiss.Index, path: Path, final: Path = None) -> None:
+    """Write the index to path (a temporary name for `final`). An IVF index whose lists faiss can hold on disk
+    (OnDiskInvertedLists: plain IVF lists; not the fast-scan `x4fs` blocks) has them written to
+    lists_path(final), with its checksum, and the index file refers to that file by name, so a job maps the
+    lists and reads only those its searches probe."""
+    ivf = _ivf(index)
+    if ivf is not None and final is not None and isinstance(faiss.downcast_InvertedLists(ivf.invlists),
+                                                             faiss.ArrayInvertedLists):
+        lists = lists_path(final)
+        lists.unlink(missing_ok=True)
+        on_disk = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(lists))
+        sources = faiss.InvertedListsPtrVector()
+        sources.push_back(ivf.invlists)
+        on_disk.merge_from_multiple(sources.data(), 1)
+        on_disk.filename = lists.name  # no folder in the index file: it is read from beside the index
+        on_disk.this.disown()  # the index owns it from here
+        ivf.replace_invlists(on_disk, True)
+        faiss.write_index(index, str(path))
+        write_checksum(lists, file_digest(lists))
+        return
+    faiss.write_index(index, str(path))
+
+
+def _ivf(index: faiss.Index):
     try:
-        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+        return faiss.extract_index_ivf(index)
     except RuntimeError:
-        return faiss.read_index(str(path))
+        return None
+
+
+def read_index(path) -> faiss.Index:
+    """The index; IVF lists written on disk are memory-mapped from the file beside it (checked against its
+    checksum)."""
+    if lists_path(path).exists():
+        verified_digest(lists_path(path))
+        return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
+    return faiss.read_index(str(path))
 
 
 class FaissSearch:

@@ -1,4 +1,5 @@
-"""A user's corpus in The Pile's format: one {"text": ..., "meta": {"pile_set_name": ...}} per line."""
+"""A user's corpus in The Pile's format: one {"text": ..., "meta": {"pile_set_name": ...}} per line, in one
+file or in every corpus file of a folder (The Pile's train/00.jsonl.zst ... 29.jsonl.zst)."""
 from __future__ import annotations
 
 import io
@@ -18,7 +19,10 @@ def corpus_path_problems(path: str) -> List[str]:
         return ["data.path is empty: data=jsonl needs data.path=/path/to/corpus.jsonl[.zst]"]
     p = Path(path)
     if p.is_dir():
-        return [f"data.path={path} is a directory: give a .jsonl or .jsonl.zst file inside it"]
+        if not corpus_files(p):
+            return [f"data.path={path} is a folder with no {' or '.join(CORPUS_SUFFIXES[:2])} file in it: "
+                    f"point it at The Pile's files or at one of them"]
+        return [problem for f in corpus_files(p) for problem in corpus_path_problems(str(f))][:1]
     if not p.exists():
         return [f"data.path={path} does not exist: point it at a .jsonl or .jsonl.zst file"]
     if not p.name.endswith(CORPUS_SUFFIXES):
@@ -26,6 +30,14 @@ def corpus_path_problems(path: str) -> List[str]:
     if not os.access(p, os.R_OK):
         return [f"data.path={path} is not readable: fix its permissions"]
     return []
+
+
+def corpus_files(path: str | Path) -> List[Path]:
+    """data.path's corpus files: the file itself, or a folder's corpus files in name order."""
+    p = Path(path)
+    if p.is_dir():
+        return sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith(CORPUS_SUFFIXES))
+    return [p]
 
 
 class _ZstFrames(io.RawIOBase):

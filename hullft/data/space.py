@@ -20,14 +20,15 @@ from hullft.cache import content_hash, verified_digest
 from hullft.config import DataConfig
 from hullft.data import build
 from hullft.data.embeddings import EmbeddingFile
-from hullft.data.index import make_search, read_index
+from hullft.data.index import lists_path, make_search, read_index
+from hullft.data.merge import space_paths
 from hullft.data.token_store import TokenStore
 
 
 @dataclass
 class DataSpace:
     queries: pd.DataFrame    # domain, source, doc_id of the held-out documents; their text: with_text()
-    pool: TokenStore         # training sequences: tokens(row), domains, table (domain, doc_id, start, ...)
+    pool: TokenStore         # training sequences: tokens(row), domains(rows), lengths; memory-mapped
     embeddings: EmbeddingFile  # (len(pool), d) unit rows on disk, fp32 or fp16: embeddings[rows]
     search: Callable         # search(query, k) -> (scores, rows)
     key: str
@@ -44,9 +45,10 @@ class DataSpace:
         texts = pq.read_table(path, columns=["doc_id", "text"], filters=[("doc_id", "in", ids)]).to_pandas()
         return queries.assign(text=queries.doc_id.map(dict(zip(texts.doc_id, texts.text))))
 
-    def pool_keys(self) -> pd.DataFrame:
-        """domain, doc_id, start of every pool row (read from disk; a job does not hold them)."""
-        return pd.read_parquet(build.root() / f"pool-{self.keys.seq}.parquet", columns=["domain", "doc_id", "start"])
+    def pool_keys(self, rows=None) -> pd.DataFrame:
+        """domain, doc_id, start of every pool row, or of these (read from disk; a job does not hold them)."""
+        keys = pd.read_parquet(build.root() / f"pool-{self.keys.seq}.parquet", columns=["domain", "doc_id", "start"])
+        return keys if rows is None else keys.iloc[np.asarray(rows)].reset_index(drop=True)
 
     def candidates(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self.embeddings[rows], dtype=np.float32)
@@ -57,25 +59,25 @@ class DataSpace:
         table = docs.groupby("domain").agg(documents=("doc_id", "size"), sources=("source", "nunique"),
                                            bytes=("bytes", "sum"))
         table["query_documents"] = self.queries.groupby("domain").size()
-        by_domain = self.pool.table.groupby("domain", observed=True)
-        table["pool_sequences"] = by_domain.size()
-        table["pool_tokens"] = by_domain.length.sum()
+        codes, names = np.asarray(self.pool.codes, np.int64), self.pool.domain_names
+        table["pool_sequences"] = pd.Series(np.bincount(codes, minlength=len(names)), index=names)
+        table["pool_tokens"] = pd.Series(np.bincount(codes, weights=self.pool.lengths, minlength=len(names))
+                                         .astype(np.int64), index=names)
         return table.fillna(0).astype(int)
 
 
 def _load(cfg: DataConfig, keys: build.Keys) -> DataSpace:
     manifest = json.loads(build.manifest_path(keys).read_text())
-    root = build.root()
-    paths = {"tokens": root / f"tokens-{keys.seq}.bin", "sequences": root / f"pool-{keys.seq}.parquet",
-             "embeddings": root / f"embeddings-{keys.emb}.npy", "index": root / f"index-{keys.index}.faiss"}
+    paths = space_paths(keys)
+    if "lists" in manifest["files"]:
+        paths["lists"] = lists_path(paths["index"])
     for name, path in paths.items():
-        if verified_digest(path) != manifest["files"][name]:
+        if verified_digest(path) != manifest["files"].get(name):
             raise ValueError(f"{path.name} is not the file the manifest names")
     queries_digest = build.queries(cfg, keys, load=False)[1]
-    queries = pd.read_parquet(root / f"queries-{keys.docs}.parquet", columns=["domain", "source", "doc_id"])
-    # what a job needs of the pool table: ~17 bytes a row; doc_id and start stay on disk (pool_keys)
-    table = pq.read_table(paths["sequences"], columns=["domain", "offset", "length"], read_dictionary=["domain"])
-    pool = TokenStore(paths["tokens"], table.to_pandas(), np.dtype(manifest["token_dtype"]))
+    queries = pd.read_parquet(build.root() / f"queries-{keys.docs}.parquet", columns=["domain", "source", "doc_id"])
+    # the pool table is memory-mapped; doc_id and start stay on disk (pool_keys)
+    pool = TokenStore(paths["tokens"], paths["table"], manifest["domains"], np.dtype(manifest["token_dtype"]))
     embeddings = EmbeddingFile(paths["embeddings"])
     if embeddings.shape != (len(pool), manifest["dim"]):
         raise ValueError(f"embeddings have shape {embeddings.shape}, expected {(len(pool), manifest['dim'])}")
@@ -96,6 +98,5 @@ def load_data_space(cfg: DataConfig, tokenizer, tokenizer_fingerprint: str, embe
             print(f"data space {keys.index} is damaged ({str(e).splitlines()[0]}); rebuilding what is needed",
                   file=sys.stderr)
             build.manifest_path(keys).unlink(missing_ok=True)
-    build.build_units(cfg, keys, tokenizer, embedder)
-    build.merge(cfg, keys, len(tokenizer), embedder.dim)
+    build.build_all(cfg, keys, tokenizer, embedder)
     return _load(cfg, keys)
