@@ -1,12 +1,12 @@
-"""The data space at scale: build time and peak memory at 100k / 300k / 1M sequences, a job's memory over it,
-and the search's time per query and recall@200 against exact search.
+"""The data space at scale: per build stage, its time and its process's peak memory, at 1M / 3M sequences; a
+job's memory over the result, and the search's time per query and recall@200 against exact search.
 
-    python -m benchmarks.bench_data [--sizes 100000 300000 1000000] [--index IVF1024,PQ64x4fs] [--nprobe 32]
+    python -m benchmarks.bench_data [--sizes 1000000 3000000] [--files 4] [--index IVF1024,PQ64x4fs] [--nprobe 32]
                                     [--rerank 1000] [--queries 200] [--workdir .cache/bench-data]
 
-Everything but the corpus and the embedder is the harness's own build (hullft/data): the streamed documents,
-the plan, the units, the merge into token store, embeddings and index, the manifest; and a job's loading of
-the result. The corpus is synthetic Pile-format text from a fixed seed: 20 domains of topical documents
+Everything but the corpus and the embedder is the harness's own build (hullft/data/build.py), each stage in a
+process of its own as a cluster job would run it (scan, keep, documents, chunk, plan, embed, merge), and a
+job's loading of the result. The corpus is synthetic Pile-format text from a fixed seed, in --files files: 20 domains of topical documents
 written in words that are single tokens of the model's tokenizer, each document exactly four 256-token
 sequences. The embedder is synthetic too, because all-MiniLM-L6-v2 would take ~14 h for 1M sequences on
 2 cores: a seeded random projection of each text's bag of words to 384 dimensions, which clusters by topic as
@@ -68,27 +68,33 @@ class SyntheticEmbedder:
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-def write_corpus(path: Path, sequences: int, words: list) -> None:
-    """Enough documents that each domain's pool holds sequences / DOMAINS sequences after the 10% held out."""
+def write_corpus(folder: Path, sequences: int, words: list, files: int) -> None:
+    """Enough documents that each domain's pool holds sequences / DOMAINS sequences after the 10% held out,
+    dealt round-robin into `files` files (each holds every domain, as The Pile's do)."""
     rng = np.random.default_rng(0)
     vocab = np.array(words)
     docs_per_domain = int(np.ceil(sequences / DOMAINS / (WORDS_PER_DOC // SEQ_TOKENS) / 0.85)) + 10
     background = 1 / np.arange(1, len(words) + 1)
     background /= background.sum()
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        for d in range(DOMAINS):
-            topics = [rng.choice(len(words), size=TOPIC_WORDS, replace=False) for _ in range(TOPICS_PER_DOMAIN)]
-            weights = 1 / np.arange(1, TOPIC_WORDS + 1)
-            weights /= weights.sum()
-            for _ in range(docs_per_domain):
-                topic = topics[rng.integers(TOPICS_PER_DOMAIN)]
-                own = topic[rng.choice(TOPIC_WORDS, size=WORDS_PER_DOC, p=weights)]
-                shared = rng.choice(len(words), size=WORDS_PER_DOC, p=background)
-                ids = np.where(rng.random(WORDS_PER_DOC) < 0.6, own, shared)
-                f.write(json.dumps({"text": " " + " ".join(vocab[ids]), "meta": {"pile_set_name": f"Domain{d:02d}"}})
-                        + "\n")
-    tmp.rename(path)
+    tmp = folder.with_suffix(".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    outs = [open(tmp / f"{i:02d}.jsonl", "w") for i in range(files)]
+    written = 0
+    for d in range(DOMAINS):
+        topics = [rng.choice(len(words), size=TOPIC_WORDS, replace=False) for _ in range(TOPICS_PER_DOMAIN)]
+        weights = 1 / np.arange(1, TOPIC_WORDS + 1)
+        weights /= weights.sum()
+        for _ in range(docs_per_domain):
+            topic = topics[rng.integers(TOPICS_PER_DOMAIN)]
+            own = topic[rng.choice(TOPIC_WORDS, size=WORDS_PER_DOC, p=weights)]
+            shared = rng.choice(len(words), size=WORDS_PER_DOC, p=background)
+            ids = np.where(rng.random(WORDS_PER_DOC) < 0.6, own, shared)
+            outs[written % files].write(json.dumps({"text": " " + " ".join(vocab[ids]),
+                                                    "meta": {"pile_set_name": f"Domain{d:02d}"}}) + "\n")
+            written += 1
+    for f in outs:
+        f.close()
+    tmp.rename(folder)
 
 
 def data_overrides(args, corpus: Path, sequences: int) -> list:
@@ -98,7 +104,8 @@ def data_overrides(args, corpus: Path, sequences: int) -> list:
             f"data.ivf_nprobe={args.nprobe}", f"data.index_rerank={args.rerank}", f"k={args.k}"]
 
 
-def child_build(args, corpus: Path, sequences: int) -> dict:
+def child_stage(args, corpus: Path, sequences: int) -> dict:
+    """One build stage in this process: its seconds, and this process's RSS before it and at its peak."""
     from hullft.compose import compose_config
     from hullft.data import build
     from hullft.models import load_tokenizer
@@ -107,17 +114,10 @@ def child_build(args, corpus: Path, sequences: int) -> dict:
     tokenizer, fingerprint = load_tokenizer(cfg.model)
     embedder = SyntheticEmbedder(single_token_words(tokenizer))
     keys = build.Keys.of(cfg.data, fingerprint, embedder.fingerprint)
-    seconds, start = {}, time.perf_counter()
-    build.documents_path(cfg.data, keys)
-    seconds["documents"] = time.perf_counter() - start
-    build.plan(cfg.data, keys, tokenizer)
-    seconds["plan"] = time.perf_counter() - start - sum(seconds.values())
-    build.build_units(cfg.data, keys, tokenizer, embedder)
-    seconds["units"] = time.perf_counter() - start - sum(seconds.values())
-    manifest = build.merge(cfg.data, keys, len(tokenizer), embedder.dim)
-    seconds["merge"] = time.perf_counter() - start - sum(seconds.values())
-    return {"rows": manifest["rows"], "build_s": time.perf_counter() - start, **{f"{k}_s": v for k, v in seconds.items()},
-            "build_peak_rss_mib": peak_rss_mib()}
+    before, start = rss_mib()[0], time.perf_counter()
+    line = build.run_stage(args.stage, cfg.data, keys, tokenizer, embedder)
+    return {"s": time.perf_counter() - start, "rss_before_mib": before, "peak_rss_mib": peak_rss_mib(),
+            "said": line[:120]}
 
 
 def child_job(args, corpus: Path, sequences: int) -> dict:
@@ -162,10 +162,10 @@ def child_job(args, corpus: Path, sequences: int) -> dict:
             "search_ms_p90": 1000 * float(np.quantile(times, 0.9)), f"recall@{cfg.k}": float(recall),
             "queries": len(q), "disk_mib": sum(p.stat().st_size for p in Path(os.environ["HULLFT_CACHE"]).rglob("*")
                                                if p.is_file() and p.name.startswith(("tokens-", "pool-", "embeddings-",
-                                                                                     "index-", "queries-"))) / 2**20}
+                                                                                     "index-", "queries-", "pooltable-"))) / 2**20}
 
 
-def run_child(phase: str, args, corpus: Path, sequences: int) -> dict:
+def run_child(phase: str, args, corpus: Path, sequences: int, stage: str = "") -> dict:
     cache = args.workdir / f"space-{sequences}"
     models = cache / "models"  # the dequantized model is made once, in the default cache, not in every space's
     if not models.exists():
@@ -174,7 +174,7 @@ def run_child(phase: str, args, corpus: Path, sequences: int) -> dict:
     env = {**os.environ, "HULLFT_CACHE": str(cache)}
     argv = [sys.executable, "-m", "benchmarks.bench_data", "--child", phase, "--corpus", str(corpus),
             "--sequences", str(sequences), "--index", args.index, "--nprobe", str(args.nprobe), "--rerank",
-            str(args.rerank), "--queries", str(args.queries), "--k", str(args.k)]
+            str(args.rerank), "--queries", str(args.queries), "--k", str(args.k), "--stage", stage]
     out = subprocess.run(argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
     if out.returncode:
         sys.exit(f"{phase} at {sequences} sequences failed:\n{out.stderr[-3000:]}")
@@ -183,7 +183,8 @@ def run_child(phase: str, args, corpus: Path, sequences: int) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000])
+    ap.add_argument("--files", type=int, default=4, help="corpus files (parts read in parallel)")
     ap.add_argument("--index", default="IVF1024,PQ64x4fs")
     ap.add_argument("--nprobe", type=int, default=32)
     ap.add_argument("--rerank", type=int, default=1000)
@@ -191,12 +192,13 @@ def main(argv=None) -> None:
     ap.add_argument("--k", type=int, default=200)
     ap.add_argument("--job-only", action="store_true", help="spaces already built: measure the job alone")
     ap.add_argument("--workdir", type=Path, default=REPO_ROOT / ".cache" / "bench-data")
-    ap.add_argument("--child", choices=["build", "job"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["stage", "job"], help=argparse.SUPPRESS)
+    ap.add_argument("--stage", default="", help=argparse.SUPPRESS)
     ap.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--sequences", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        result = (child_build if args.child == "build" else child_job)(args, args.corpus, args.sequences)
+        result = (child_stage if args.child == "stage" else child_job)(args, args.corpus, args.sequences)
         print(json.dumps(result))
         return
     import pandas as pd
@@ -207,17 +209,29 @@ def main(argv=None) -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     words = single_token_words(load_tokenizer(compose_config([]).model)[0])
     rows = []
+    from hullft.data.build import STAGES
+
+    stages = []
     for n in args.sizes:
-        corpus = args.workdir / f"corpus-{n}.jsonl"
+        corpus = args.workdir / f"corpus-{n}-{args.files}"
         if not corpus.exists():
-            write_corpus(corpus, n, words)
-        built = {} if args.job_only else run_child("build", args, corpus, n)
-        row = {"sequences": n, **built, **run_child("job", args, corpus, n)}
+            write_corpus(corpus, n, words, args.files)
+        row = {"sequences": n}
+        for stage in [] if args.job_only else STAGES:
+            result = run_child("stage", args, corpus, n, stage)
+            stages.append({"sequences": n, "stage": stage, **result})
+            print(json.dumps(stages[-1]), flush=True)
+            row[f"{stage}_s"], row[f"{stage}_peak_mib"] = result["s"], result["peak_rss_mib"]
+        if not args.job_only:
+            row["build_s"] = sum(row[f"{stage}_s"] for stage in STAGES)
+            row["build_peak_rss_mib"] = max(row[f"{stage}_peak_mib"] for stage in STAGES)
+        row.update(run_child("job", args, corpus, n))
         rows.append(row)
         print(json.dumps(row), flush=True)
     df = pd.DataFrame(rows)
     if "build_s" in df:
         df["build_s_per_100k"] = df.build_s / df.sequences * 1e5
+        print(pd.DataFrame(stages).drop(columns="said").to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     print(f"{len(words)} single-token words; index {args.index}, nprobe {args.nprobe}, rerank {args.rerank}, "
           f"k {args.k}, {os.cpu_count()} cores")
     print(df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))

@@ -52,7 +52,9 @@ def test_parallel_documents_equal_one_stream(tiny_overrides, corpus_dir, cap):
     one_stream = reference_documents(cfg)  # the whole corpus in one process, in memory
     pd.testing.assert_frame_equal(docs_.build_documents(cfg), one_stream)
     # the copies across files were there to drop, and a per-part cap alone would have kept some of them
-    per_part = pd.concat([docs_.keep(part, cfg, np.arange(10**6)) for part in docs_.corpus_parts(cfg)])
+    parts = docs_.corpus_parts(cfg)
+    per_part = pd.concat([pd.DataFrame(list(docs_.read_pieces(part, cfg, docs_.chosen(docs_.scan(part, cfg), [], cfg))),
+                                       columns=docs_.KEPT_COLUMNS) for part in parts])
     assert per_part.text.duplicated().any()
 
 

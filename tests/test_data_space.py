@@ -21,7 +21,7 @@ from hullft.models import load_model
 
 
 def reference_documents(cfg) -> pd.DataFrame:
-    """The whole corpus in memory, then sorted and cut: what the streamed build must equal."""
+    """The whole corpus in memory, in one stream, then sorted and cut: what the parallel build must equal."""
     rows, seen = [], set()
     for domain, source, text in corpus_sources(cfg):
         if cfg.domains and domain not in cfg.domains:
@@ -30,13 +30,14 @@ def reference_documents(cfg) -> pd.DataFrame:
             digest = hashlib.sha256(piece.encode()).digest()
             if digest not in seen:
                 seen.add(digest)
-                rows.append((domain, source, f"{source}#{i}", piece))
-    docs = pd.DataFrame(rows, columns=["domain", "source", "doc_id", "text"])
+                rows.append((domain, source, f"{source}#{i}", piece, len(rows)))
+    docs = pd.DataFrame(rows, columns=["domain", "source", "doc_id", "text", "read"])
     docs["order"] = [unit_hash(cfg.seed, "doc", d) for d in docs.doc_id]
-    docs = docs.sort_values(["domain", "order"]).groupby("domain").head(cfg.max_docs_per_domain)
+    docs = docs.sort_values(["domain", "order", "read"]).groupby("domain").head(cfg.max_docs_per_domain)
+    docs = docs.sort_values(["domain", "read"])  # each domain in reading order
     docs["split"] = ["query" if unit_hash(cfg.seed, "split", d, s) < cfg.query_fraction else "pool"
                      for d, s in zip(docs.domain, docs.source)]
-    return docs.drop(columns="order").reset_index(drop=True)
+    return docs.drop(columns=["order", "read"]).reset_index(drop=True)
 
 
 @pytest.mark.parametrize("cap", [12, 10_000])

@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hullft.cache import atomic_path, cache_root, checksum_path, content_hash, file_digest, source_digest, \
@@ -125,81 +126,103 @@ def mine(count: int, cfg: DataConfig) -> List[int]:
 
 # --- documents: scan, keep, documents -----------------------------------------------------------------------
 
-def scan(cfg: DataConfig, keys: Keys, p: int, parts: List[docs_.Part]) -> np.ndarray:
-    """Part p's digests (memory-mapped), with the domains it holds in a file beside them."""
-    path = root() / f"scan-{keys.docs}-{p}.npy"
-    domains_file = root() / f"scandomains-{keys.docs}-{p}.json"
+def scan(cfg: DataConfig, keys: Keys, p: int, parts: List[docs_.Part]) -> docs_.Scan:
+    """Part p's scan (documents.py): its arrays memory-mapped, built here if missing."""
+    digests, pieces = root() / f"scan-{keys.docs}-{p}.npy", root() / f"scanpieces-{keys.docs}-{p}.npy"
+    names = root() / f"scandomains-{keys.docs}-{p}.json"
 
     def build():
-        table, domains = docs_.scan(parts[p], cfg)
-        cached(domains_file, lambda: domains, save_json, load_json)
-        return table
+        result = docs_.scan(parts[p], cfg)
+        cached(pieces, lambda: result.pieces, save_npy, lambda path: None)
+        cached(names, lambda: {"domains": result.domains, "found": result.found}, save_json, load_json)
+        return result.digests
 
     def load(path):
-        verified_digest(domains_file)  # missing or damaged: the part is scanned again
+        for other in (pieces, names):  # missing or damaged: the part is scanned again
+            verified_digest(other)
         return np.load(path, mmap_mode="r")
-    return cached(path, build, save_npy, load)[0]
+    table = cached(digests, build, save_npy, load)[0]
+    found = load_json(names)
+    return docs_.Scan(table, np.load(pieces, mmap_mode="r"), found["domains"], found["found"])
+
+
+KEPT_ROW_GROUP = 512  # documents of one domain per row group of a part's kept file: a domain is read alone
 
 
 def kept_path(cfg: DataConfig, keys: Keys, p: int, parts: List[docs_.Part]) -> Path:
-    """Part p's kept documents, one row group per domain (built here if missing)."""
+    """Part p's kept documents (built here if missing), in row groups of one domain each."""
     path = root() / f"kept-{keys.docs}-{p}.parquet"
 
     def build():
-        digests = scan(cfg, keys, p, parts)
-        earlier = [scan(cfg, keys, q, parts)["digest"] for q in range(p)]  # memory-mapped, read as searched
-        first = np.sort(np.asarray(digests["position"])[~docs_.seen_before(np.asarray(digests["digest"]), earlier)])
-        return docs_.keep(parts[p], cfg, first)
+        earlier = [scan(cfg, keys, q, parts).digests["digest"] for q in range(p)]  # mapped, read as searched
+        return docs_.chosen(scan(cfg, keys, p, parts), earlier, cfg)
 
-    def save(df, path):
-        table = pa.Table.from_pandas(df, preserve_index=False)
-        with pq.ParquetWriter(path, table.schema) as writer:
-            for domain in sorted(set(df.domain)):
-                writer.write_table(pa.Table.from_pandas(df[df.domain == domain], preserve_index=False,
-                                                        schema=table.schema))
-    cached(path, build, save, lambda p: None)
+    def save(positions: np.ndarray, tmp: Path) -> None:
+        schema = pa.schema([("domain", pa.string()), ("source", pa.string()), ("doc_id", pa.string()),
+                            ("text", pa.string()), ("order", pa.float64()), ("position", pa.int64())])
+        buffers: Dict[str, list] = {}
+        with pq.ParquetWriter(tmp, schema) as writer:
+            def flush(domain):
+                rows = buffers.pop(domain)
+                writer.write_table(pa.Table.from_pylist([dict(zip(docs_.KEPT_COLUMNS, r)) for r in rows], schema))
+            for row in docs_.read_pieces(parts[p], cfg, positions):
+                buffers.setdefault(row[0], []).append(row)
+                if len(buffers[row[0]]) == KEPT_ROW_GROUP:
+                    flush(row[0])
+            for domain in list(buffers):
+                flush(domain)
+    cached(path, build, save, lambda path: None)
     return path
 
 
 def documents_path(cfg: DataConfig, keys: Keys) -> Path:
     """The documents table (built here if missing), on disk: callers read only the rows and columns they need."""
     path = root() / f"documents-{keys.docs}.parquet"
-    cached(path, lambda: _merge_documents(cfg, keys), lambda batches, tmp: batches(tmp), lambda p: None)
+    cached(path, lambda: _kept_files(cfg, keys), lambda kept, tmp: _merge_documents(kept, tmp, cfg), lambda p: None)
     return path
 
 
-def _merge_documents(cfg: DataConfig, keys: Keys) -> Callable[[Path], None]:
-    """A writer of the documents table, domain by domain: memory holds one domain's kept documents."""
+def _kept_files(cfg: DataConfig, keys: Keys) -> List[Path]:
     parts = docs_.corpus_parts(cfg)
     kept = [kept_path(cfg, keys, p, parts) for p in range(len(parts))]
-    found = set()
-    for p in range(len(parts)):
-        found.update(load_json(root() / f"scandomains-{keys.docs}-{p}.json"))
+    found = {d for p in range(len(parts)) for d in load_json(root() / f"scandomains-{keys.docs}-{p}.json")["found"]}
+    docs_.check_domains(found, any(pq.ParquetFile(path).metadata.num_rows for path in kept), cfg)
+    return kept
+
+
+def _merge_documents(kept: List[Path], tmp: Path, cfg: DataConfig) -> None:
+    """Domain by domain: every part's kept keys of the domain, capped (documents.first_of_domain), then the
+    chosen documents read from the parts in a stream, in reading order. Memory: a domain's keys and a row
+    group of text."""
+    import pyarrow.dataset as ds
+
     domains = sorted({d for path in kept for d in pq.read_table(path, columns=["domain"]).column("domain")
                       .unique().to_pylist()})
-    docs_.check_domains(found, bool(domains), cfg)
-
-    def write(tmp: Path) -> None:
-        writer, written = None, 0
-        for domain in domains:
-            keys_only = pd.concat([pd.read_parquet(path, columns=["order", "position"], filters=[("domain", "==", domain)])
-                                   .assign(part=p, row=lambda d: np.arange(len(d))) for p, path in enumerate(kept)])
-            chosen = docs_.first_of_domain(keys_only, cfg)
-            rows = [pd.read_parquet(path, filters=[("domain", "==", domain)])
-                    .iloc[np.sort(chosen.row[chosen.part == p].to_numpy())].assign(part=p)
-                    for p, path in enumerate(kept)]
-            batch = docs_.split(docs_.first_of_domain(pd.concat(rows, ignore_index=True), cfg), domain, cfg)
-            if batch is None:
+    writer = None
+    for domain in domains:
+        where = pc.field("domain") == domain
+        keys = pd.concat([ds.dataset(path).to_table(columns=["order", "position", "source"], filter=where)
+                          .to_pandas().assign(part=p) for p, path in enumerate(kept)], ignore_index=True)
+        keys = docs_.first_of_domain(keys, cfg)
+        keys["split"] = docs_.query_split(pd.Series(domain, index=keys.index), keys.source, cfg)
+        if not docs_.has_both_splits(keys.split, keys.source.nunique(), domain, cfg):
+            continue
+        for p, path in enumerate(kept):
+            mine = keys[keys.part == p]
+            if not len(mine):
                 continue
-            table = pa.Table.from_pandas(batch[["domain", "source", "doc_id", "text", "split"]], preserve_index=False)
-            writer = writer or pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table, row_group_size=DOCUMENT_ROW_GROUP)
-            written += 1
-        if not written:
-            raise UserError(f"the corpus '{cfg.name}': no domain has enough sources to hold out queries and keep "
-                            f"a pool; add text or change data.query_fraction")
-        writer.close()
-    return write
+            split = dict(zip(mine.position, mine.split))
+            for batch in ds.dataset(path).to_batches(filter=where, columns=["domain", "source", "doc_id", "text",
+                                                                             "position"]):
+                rows = batch.to_pandas()
+                rows = rows[rows.position.isin(split)]
+                rows = rows.assign(split=rows.position.map(split)).drop(columns="position")
+                table = pa.Table.from_pandas(rows, preserve_index=False)
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table, row_group_size=DOCUMENT_ROW_GROUP)
+    if writer is None:
+        raise docs_.no_domain_left(cfg)
+    writer.close()
 
 
 def documents(cfg: DataConfig, keys: Keys) -> pd.DataFrame:

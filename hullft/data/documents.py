@@ -6,19 +6,22 @@ document cut from the same source, is in the training pool.
 The corpus is a list of *parts* (each file of a .jsonl[.zst] corpus; the offline mix is one part), read by
 independent jobs in two passes, so no process holds more than one part's digests or a domain's kept documents:
 
-    scan        part p -> its pieces' 16-byte digests, sorted, each with the position of its first copy in p
+    scan        part p -> per document cut from it (a *piece*, numbered by its position in p): its domain and
+                seeded order; and the pieces' 16-byte digests, sorted, each with the position of its first copy
     keep        part p -> its pieces whose text is in no earlier part (looked up in those parts' scans) and is
-                the first copy in p; of those, each domain's `max_docs_per_domain` first in the seeded order
+                the first copy in p; of those, each domain's `max_docs_per_domain` first in the seeded order,
+                chosen from the scan's arrays and then read from the part in a stream
     merge       per domain, the kept documents of every part -> the domain's `max_docs_per_domain` first
 
 This is exactly what reading every part in one stream gives (the first copy of a text is kept; each domain's
-cap takes the first documents in the seeded order, ties in reading order): tested against that reference.
+cap takes the first documents in the seeded order, ties in reading order), tested against that reference;
+documents stay in reading order. Memory: a part's arrays (26 bytes a piece), never the corpus' text.
 """
 from __future__ import annotations
 
 import hashlib
-import heapq
 import sys
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -31,6 +34,7 @@ from hullft.errors import UserError
 
 Part = Callable[[], Iterable[Tuple[str, str, str]]]  # () -> (domain, source_id, text) in reading order
 SCAN_DTYPE = np.dtype([("digest", "S16"), ("position", "<i8")])
+PIECE_DTYPE = np.dtype([("domain", "<u2"), ("order", "<f8")])
 KEPT_COLUMNS = ["domain", "source", "doc_id", "text", "order", "position"]
 
 
@@ -129,16 +133,28 @@ def digest(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()[:16]
 
 
-def scan(part: Part, cfg: DataConfig) -> Tuple[np.ndarray, List[str]]:
-    """(the part's distinct digests, sorted, each with its first position: SCAN_DTYPE; the domains it holds)."""
-    digests, domains = bytearray(), set()
-    for _, _, _, _, piece in _pieces(part(), cfg, domains):
+@dataclass
+class Scan:
+    digests: np.ndarray  # SCAN_DTYPE: distinct digests, sorted, each with the position of its first copy
+    pieces: np.ndarray   # PIECE_DTYPE: per position, the code of its domain in `domains`, and its seeded order
+    domains: List[str]   # the wanted domains met, by code
+    found: List[str]     # every domain met, wanted or not (to check data.domains)
+
+
+def scan(part: Part, cfg: DataConfig) -> Scan:
+    digests, codes, orders, found = bytearray(), [], [], set()
+    code: dict = {}
+    seed = cfg.seed
+    for _, domain, _, doc_id, piece in _pieces(part(), cfg, found):
         digests += digest(piece)
-    flat = np.frombuffer(bytes(digests), dtype="S16")
-    unique, first = np.unique(flat, return_index=True)
-    out = np.empty(len(unique), SCAN_DTYPE)
-    out["digest"], out["position"] = unique, first
-    return out, sorted(domains)
+        codes.append(code.setdefault(domain, len(code)))
+        orders.append(unit_hash(seed, "doc", doc_id))
+    unique, first = np.unique(np.frombuffer(bytes(digests), dtype="S16"), return_index=True)
+    table = np.empty(len(unique), SCAN_DTYPE)
+    table["digest"], table["position"] = unique, first
+    pieces = np.empty(len(codes), PIECE_DTYPE)
+    pieces["domain"], pieces["order"] = codes, orders
+    return Scan(table, pieces, list(code), sorted(found))
 
 
 def seen_before(mine: np.ndarray, earlier: Sequence[np.ndarray]) -> np.ndarray:
@@ -151,47 +167,56 @@ def seen_before(mine: np.ndarray, earlier: Sequence[np.ndarray]) -> np.ndarray:
     return found
 
 
-def keep(part: Part, cfg: DataConfig, positions: np.ndarray) -> pd.DataFrame:
-    """The part's documents at these (ascending) positions, capped per domain: each domain's
-    `max_docs_per_domain` first in the seeded order, in a bounded heap. Columns KEPT_COLUMNS."""
-    heaps: dict = {}
-    per_domain, seed, at = int(cfg.max_docs_per_domain), cfg.seed, 0
+def first_per_domain(codes: np.ndarray, order: np.ndarray, tiebreak: np.ndarray, cap: int) -> np.ndarray:
+    """Indices of each domain's `cap` first rows in the seeded order (ties by `tiebreak`), ascending."""
+    ranked = np.lexsort((tiebreak, order, codes))
+    sorted_codes = codes[ranked]
+    group_start = np.searchsorted(sorted_codes, sorted_codes, side="left")
+    return np.sort(ranked[np.arange(len(ranked)) - group_start < cap])
+
+
+def chosen(scan: Scan, earlier: Sequence[np.ndarray], cfg: DataConfig) -> np.ndarray:
+    """Positions of the part's pieces to keep (ascending): first copies of texts no earlier part holds, and of
+    those each domain's `max_docs_per_domain` first in the seeded order."""
+    digests = np.asarray(scan.digests)
+    first = np.sort(digests["position"][~seen_before(digests["digest"], earlier)])
+    pieces = np.asarray(scan.pieces)[first]
+    return first[first_per_domain(pieces["domain"], pieces["order"], first, int(cfg.max_docs_per_domain))]
+
+
+def read_pieces(part: Part, cfg: DataConfig, positions: np.ndarray) -> Iterator[tuple]:
+    """The part's pieces at these (ascending) positions, in a stream: rows of KEPT_COLUMNS."""
+    at, seed = 0, cfg.seed
     for position, domain, source, doc_id, piece in _pieces(part(), cfg):
         if at == len(positions):
-            break
-        if position != positions[at]:
-            continue
-        at += 1
-        item = (-unit_hash(seed, "doc", doc_id), -position, (domain, source, doc_id, piece))
-        heap = heaps.setdefault(domain, [])
-        if len(heap) < per_domain:
-            heapq.heappush(heap, item)
-        elif item[:2] > heap[0][:2]:  # earlier in the seeded order (then in reading order) than the latest kept
-            heapq.heapreplace(heap, item)
-    rows = [(*row, -neg, -neg_position) for heap in heaps.values() for neg, neg_position, row in heap]
-    kept = pd.DataFrame(rows, columns=KEPT_COLUMNS)
-    return kept.sort_values(["domain", "order", "position"]).reset_index(drop=True)
+            return
+        if position == positions[at]:
+            at += 1
+            yield domain, source, doc_id, piece, unit_hash(seed, "doc", doc_id), position
 
 
-def first_of_domain(candidates: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
-    """One domain's documents from every part's kept ones (with a `part` column): its `max_docs_per_domain`
-    first in the seeded order, ties in reading order (part, then position)."""
-    ordered = candidates.sort_values(["order", "part", "position"], kind="stable")
-    return ordered.head(int(cfg.max_docs_per_domain)).reset_index(drop=True)
+def first_of_domain(keys: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+    """Of one domain's kept documents in every part (columns order, part, position, ...), its
+    `max_docs_per_domain` first in the seeded order (ties in reading order), in reading order."""
+    ordered = keys.sort_values(["order", "part", "position"], kind="stable").head(int(cfg.max_docs_per_domain))
+    return ordered.sort_values(["part", "position"]).reset_index(drop=True)
 
 
-def split(docs: pd.DataFrame, domain: str, cfg: DataConfig) -> Optional[pd.DataFrame]:
-    """One domain's documents with their split ('pool' or 'query', by source), or None (with a message, or
-    an error if the domain was asked for by name) if it has too few sources for both."""
-    docs = docs.assign(split=["query" if unit_hash(cfg.seed, "split", d, s) < cfg.query_fraction else "pool"
-                              for d, s in zip(docs.domain, docs.source)])
-    if set(docs.split) == {"pool", "query"}:
-        return docs
-    problem = f"domain '{domain}' has {docs.source.nunique()} source(s), too few to hold out queries and keep a pool"
+def query_split(domain: pd.Series, source: pd.Series, cfg: DataConfig) -> np.ndarray:
+    return np.array(["query" if unit_hash(cfg.seed, "split", d, s) < cfg.query_fraction else "pool"
+                     for d, s in zip(domain, source)], dtype=object)
+
+
+def has_both_splits(split: np.ndarray, sources: int, domain: str, cfg: DataConfig) -> bool:
+    """Whether a domain's documents hold queries and a pool; if not, a message (an error if it was asked for
+    by name)."""
+    if set(split) == {"pool", "query"}:
+        return True
+    problem = f"domain '{domain}' has {sources} source(s), too few to hold out queries and keep a pool"
     if cfg.domains:  # asked for by name: the user must hear it
         raise UserError(f"{problem}; add text, change data.query_fraction or drop it from data.domains")
     print(f"{problem}: skipped (add text or change data.query_fraction)", file=sys.stderr)
-    return None
+    return False
 
 
 def check_domains(found: Iterable[str], kept_any: bool, cfg: DataConfig) -> None:
@@ -204,23 +229,27 @@ def check_domains(found: Iterable[str], kept_any: bool, cfg: DataConfig) -> None
         raise UserError(f"the corpus '{cfg.name}' is empty: no document with text was found")
 
 
+def no_domain_left(cfg: DataConfig) -> UserError:
+    return UserError(f"the corpus '{cfg.name}': no domain has enough sources to hold out queries and keep a pool; "
+                     f"add text or change data.query_fraction")
+
+
 def build_documents(cfg: DataConfig) -> pd.DataFrame:
     """Every part's documents in this process, in memory (small corpora and tests): columns domain, source,
-    doc_id, text, split, in (domain, seeded order) order. The build (build.py) runs the same steps from files."""
+    doc_id, text, split, by domain, then in reading order. The build (build.py) runs the same steps from files."""
     parts = corpus_parts(cfg)
-    scans, found = [], set()
-    for part in parts:
-        table, domains = scan(part, cfg)
-        scans.append(table)
-        found.update(domains)
-    kept = [keep(part, cfg, np.sort(scans[p]["position"][~seen_before(scans[p]["digest"],
-                                                                      [s["digest"] for s in scans[:p]])]))
-            .assign(part=p) for p, part in enumerate(parts)]
+    scans = [scan(part, cfg) for part in parts]
+    kept = [pd.DataFrame(list(read_pieces(part, cfg, chosen(scans[p], [s.digests["digest"] for s in scans[:p]],
+                                                                   cfg))), columns=KEPT_COLUMNS).assign(part=p)
+            for p, part in enumerate(parts)]
     everything = pd.concat(kept, ignore_index=True)
-    check_domains(found, len(everything) > 0, cfg)
-    out = [split(first_of_domain(group, cfg), domain, cfg) for domain, group in everything.groupby("domain")]
-    out = [d for d in out if d is not None]
+    check_domains({d for s in scans for d in s.found}, len(everything) > 0, cfg)
+    out = []
+    for domain, group in everything.groupby("domain"):
+        docs = first_of_domain(group, cfg)
+        docs["split"] = query_split(docs.domain, docs.source, cfg)
+        if has_both_splits(docs.split, docs.source.nunique(), domain, cfg):
+            out.append(docs)
     if not out:
-        raise UserError(f"the corpus '{cfg.name}': no domain has enough sources to hold out queries and keep a "
-                        f"pool; add text or change data.query_fraction")
+        raise no_domain_left(cfg)
     return pd.concat(out, ignore_index=True)[["domain", "source", "doc_id", "text", "split"]]
