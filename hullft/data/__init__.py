@@ -1,13 +1,15 @@
 """The data space: corpus -> documents -> token-bounded pool sequences -> embeddings -> search.
 
-    corpus.py, jsonl.py   where text comes from (the offline mix, or a Pile-format .jsonl[.zst])
-    documents.py          streamed into bounded, de-duplicated documents, split by source
-    build.py              the cached build stages (units, shardable; merge)
-    token_store.py        the pool's tokens: one flat memory-mapped array and a table
-    embeddings.py         the pool's embeddings: one .npy, written row by row, read in chunks or memory-mapped
-    index.py              faiss indexes by factory string; exact top-K on a GPU through torch
+    corpus.py, jsonl.py   where text comes from (the offline mix, or Pile-format .jsonl[.zst] files)
+    documents.py          corpus parts -> bounded, de-duplicated documents, capped per domain, split by source
+    sequences.py          documents -> token-bounded sequences; which the space keeps (per-domain cutoffs)
+    build.py              the cached build stages, sharded where they can be (scan, keep, chunk, embed)
+    merge.py              the units streamed into token store, pool table, embeddings and index
+    token_store.py        the pool's tokens and table: memory-mapped arrays
+    embeddings.py         the pool's embeddings: one .npy, read in chunks or through a released map
+    index.py              faiss indexes by factory string, IVF lists on disk; exact top-K on a GPU through torch
     space.py              DataSpace, loaded from a build's manifest
-    __main__.py           python -m hullft.data plan|build|merge|stats
+    __main__.py           python -m hullft.data build|<stage>|stats
 """
 from hullft.data.space import DataSpace, load_data_space
 

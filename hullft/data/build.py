@@ -333,35 +333,57 @@ def manifest_path(keys: Keys) -> Path:
 
 # --- the stages, as the CLI and a one-process build run them ------------------------------------------------
 
-def run_stage(stage: str, cfg: DataConfig, keys: Keys, tokenizer, embedder) -> Optional[str]:
-    """Run one stage (a sharded one for data.shard of data.num_shards); a line saying what was done."""
-    from hullft.data.merge import merge
-
-    if stage in ("scan", "keep"):
+def _parts_stage(stage: str, work: Callable) -> Callable:
+    def run(cfg: DataConfig, keys: Keys, tokenizer, embedder) -> str:
         parts = docs_.corpus_parts(cfg)
         done = mine(len(parts), cfg)
         for p in done:
-            scan(cfg, keys, p, parts) if stage == "scan" else kept_path(cfg, keys, p, parts)
+            work(cfg, keys, p, parts)
         return f"{stage}: corpus parts {done} of {len(parts)}"
-    if stage == "documents":
-        queries(cfg, keys, load=False)
-        return f"documents: {unit_count(cfg, keys)} units of {cfg.unit_docs} pool documents"
-    if stage in ("chunk", "embed"):
+    return run
+
+
+def _units_stage(stage: str, work: Callable) -> Callable:
+    def run(cfg: DataConfig, keys: Keys, tokenizer, embedder) -> str:
         done = mine(unit_count(cfg, keys), cfg)
         for u in done:
-            chunk_unit(cfg, keys, u, tokenizer) if stage == "chunk" else embed_unit(cfg, keys, u, tokenizer, embedder)
+            work(cfg, keys, u, tokenizer, embedder)
         return f"{stage}: units {done}"
-    if stage == "plan":
-        cuts = plan(cfg, keys, tokenizer)
-        return f"plan: {sum(c is not None for c in cuts.values())} of {len(cuts)} domains capped"
-    if stage == "merge":
-        manifest = merge(cfg, keys, len(tokenizer), embedder.dim)
-        return f"merge: {manifest['rows']} pool sequences"
-    raise ValueError(f"unknown stage {stage}")
+    return run
 
 
-SHARDED_STAGES = ("scan", "keep", "chunk", "embed")
-STAGES = ("scan", "keep", "documents", "chunk", "plan", "embed", "merge")
+def _documents_stage(cfg: DataConfig, keys: Keys, tokenizer, embedder) -> str:
+    queries(cfg, keys, load=False)
+    return f"documents: {unit_count(cfg, keys)} units of {cfg.unit_docs} pool documents"
+
+
+def _plan_stage(cfg: DataConfig, keys: Keys, tokenizer, embedder) -> str:
+    cuts = plan(cfg, keys, tokenizer)
+    return f"plan: {sum(c is not None for c in cuts.values())} of {len(cuts)} domains capped"
+
+
+def _merge_stage(cfg: DataConfig, keys: Keys, tokenizer, embedder) -> str:
+    from hullft.data.merge import merge
+
+    return f"merge: {merge(cfg, keys, len(tokenizer), embedder.dim)['rows']} pool sequences"
+
+
+# stage -> run(cfg, keys, tokenizer, embedder) -> what it did; in the order a build runs them
+STAGES = {
+    "scan": _parts_stage("scan", scan),
+    "keep": _parts_stage("keep", kept_path),
+    "documents": _documents_stage,
+    "chunk": _units_stage("chunk", lambda cfg, keys, u, tokenizer, embedder: chunk_unit(cfg, keys, u, tokenizer)),
+    "plan": _plan_stage,
+    "embed": _units_stage("embed", embed_unit),
+    "merge": _merge_stage,
+}
+SHARDED_STAGES = ("scan", "keep", "chunk", "embed")  # data.shard of data.num_shards; the others: one process
+
+
+def run_stage(stage: str, cfg: DataConfig, keys: Keys, tokenizer, embedder) -> str:
+    """Run one stage (a sharded one for data.shard of data.num_shards); a line saying what was done."""
+    return STAGES[stage](cfg, keys, tokenizer, embedder)
 
 
 def build_all(cfg: DataConfig, keys: Keys, tokenizer, embedder) -> None:
