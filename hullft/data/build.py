@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hullft.cache import atomic_path, cache_root, checksum_path, content_hash, file_digest, source_digest, \
@@ -192,29 +192,23 @@ def _kept_files(cfg: DataConfig, keys: Keys) -> List[Path]:
 
 def _merge_documents(kept: List[Path], tmp: Path, cfg: DataConfig) -> None:
     """Domain by domain: every part's kept keys of the domain, capped (documents.first_of_domain), then the
-    chosen documents read from the parts in a stream, in reading order. Memory: a domain's keys and a row
-    group of text."""
-    import pyarrow.dataset as ds
-
-    domains = sorted({d for path in kept for d in pq.read_table(path, columns=["domain"]).column("domain")
-                      .unique().to_pylist()})
+    chosen documents read from the parts a row group at a time, in reading order. Memory: a domain's keys and a
+    row group of text."""
+    files = [pq.ParquetFile(path) for path in kept]
+    groups = [_row_groups_by_domain(f) for f in files]
     writer = None
-    for domain in domains:
-        where = pc.field("domain") == domain
-        keys = pd.concat([ds.dataset(path).to_table(columns=["order", "position", "source"], filter=where)
-                          .to_pandas().assign(part=p) for p, path in enumerate(kept)], ignore_index=True)
+    for domain in sorted({d for by_domain in groups for d in by_domain}):
+        keys = pd.concat([files[p].read_row_groups(by_domain.get(domain, []), columns=["order", "position", "source"])
+                          .to_pandas().assign(part=p) for p, by_domain in enumerate(groups)], ignore_index=True)
         keys = docs_.first_of_domain(keys, cfg)
         keys["split"] = docs_.query_split(pd.Series(domain, index=keys.index), keys.source, cfg)
         if not docs_.has_both_splits(keys.split, keys.source.nunique(), domain, cfg):
             continue
-        for p, path in enumerate(kept):
-            mine = keys[keys.part == p]
-            if not len(mine):
-                continue
-            split = dict(zip(mine.position, mine.split))
-            for batch in ds.dataset(path).to_batches(filter=where, columns=["domain", "source", "doc_id", "text",
-                                                                             "position"]):
-                rows = batch.to_pandas()
+        for p, by_domain in enumerate(groups):
+            split = dict(zip(*(keys[keys.part == p][c] for c in ("position", "split"))))
+            for g in by_domain.get(domain, []) if split else []:
+                rows = files[p].read_row_group(g, columns=["domain", "source", "doc_id", "text", "position"])
+                rows = rows.to_pandas()
                 rows = rows[rows.position.isin(split)]
                 rows = rows.assign(split=rows.position.map(split)).drop(columns="position")
                 table = pa.Table.from_pandas(rows, preserve_index=False)
@@ -223,6 +217,18 @@ def _merge_documents(kept: List[Path], tmp: Path, cfg: DataConfig) -> None:
     if writer is None:
         raise docs_.no_domain_left(cfg)
     writer.close()
+
+
+def _row_groups_by_domain(f: pq.ParquetFile) -> Dict[str, List[int]]:
+    """A kept file's row groups (each of one domain), by domain, in file order."""
+    column = f.schema_arrow.get_field_index("domain")
+    out: Dict[str, List[int]] = {}
+    for g in range(f.num_row_groups):
+        stats = f.metadata.row_group(g).column(column).statistics
+        if stats is None or stats.min != stats.max:
+            raise ValueError(f"row group {g} of a kept file holds more than one domain")
+        out.setdefault(stats.min, []).append(g)
+    return out
 
 
 def documents(cfg: DataConfig, keys: Keys) -> pd.DataFrame:
@@ -243,9 +249,15 @@ def queries(cfg: DataConfig, keys: Keys, load: bool = True):
 
 def unit_rows(path: Path, cfg: DataConfig) -> List[np.ndarray]:
     """Per unit, the documents file's row numbers of its `data.unit_docs` pool documents."""
-    split = pq.read_table(path, columns=["split"]).column("split").to_numpy(zero_copy_only=False)
-    pool = np.flatnonzero(split == "pool")
+    pool = _pool_rows(str(path), verified_digest(path))
     return [pool[i:i + cfg.unit_docs] for i in range(0, len(pool), cfg.unit_docs)]
+
+
+@lru_cache(maxsize=4)
+def _pool_rows(path: str, digest: str) -> np.ndarray:
+    """Read once per version of the documents file, not once per unit (8 bytes a pool document)."""
+    split = pq.read_table(path, columns=["split"]).column("split").to_numpy(zero_copy_only=False)
+    return np.flatnonzero(split == "pool")
 
 
 def read_rows(path: Path, rows: np.ndarray) -> pd.DataFrame:
