@@ -241,7 +241,9 @@ def queries(cfg: DataConfig, keys: Keys, load: bool = True):
     def build():
         docs = pd.read_parquet(documents_path(cfg, keys), filters=[("split", "==", "query")])
         return docs.drop(columns="split").reset_index(drop=True)
-    return cached(root() / f"queries-{keys.docs}.parquet", build, save_parquet,
+    def save(df: pd.DataFrame, path: Path) -> None:  # in row groups: a job reads those of its queries only
+        df.to_parquet(path, index=False, row_group_size=DOCUMENT_ROW_GROUP)
+    return cached(root() / f"queries-{keys.docs}.parquet", build, save,
                   pd.read_parquet if load else (lambda p: None))
 
 

@@ -38,12 +38,15 @@ class DataSpace:
     def with_text(self, queries: pd.DataFrame) -> pd.DataFrame:
         """These query documents with their text, read from disk for them alone: a job keeps the text of the
         queries it runs, not of every held-out document (a tenth of a corpus)."""
-        path = build.root() / f"queries-{self.keys.docs}.parquet"
-        ids = list(queries.doc_id)
-        if not ids:  # pyarrow cannot bind an empty "in" filter
-            return queries.assign(text=pd.Series(dtype=str))
-        texts = pq.read_table(path, columns=["doc_id", "text"], filters=[("doc_id", "in", ids)]).to_pandas()
-        return queries.assign(text=queries.doc_id.map(dict(zip(texts.doc_id, texts.text))))
+        f = pq.ParquetFile(build.root() / f"queries-{self.keys.docs}.parquet")
+        rows = np.flatnonzero(np.isin(f.read(columns=["doc_id"]).column("doc_id").to_numpy(zero_copy_only=False),
+                                      list(queries.doc_id)))
+        bounds = np.cumsum([f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
+        texts = {}
+        for g in np.unique(np.searchsorted(bounds, rows, side="right")):  # only the row groups holding them
+            group = f.read_row_group(int(g), columns=["doc_id", "text"])
+            texts.update(zip(group.column("doc_id").to_pylist(), group.column("text").to_pylist()))
+        return queries.assign(text=queries.doc_id.map(texts).astype(object))
 
     def pool_keys(self, rows=None) -> pd.DataFrame:
         """domain, doc_id, start of every pool row, or of these (read from disk; a job does not hold them)."""
