@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from array import array
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -142,7 +143,7 @@ class Scan:
 
 
 def scan(part: Part, cfg: DataConfig) -> Scan:
-    digests, codes, orders, found = bytearray(), [], [], set()
+    digests, codes, orders, found = bytearray(), array("H"), array("d"), set()  # 26 bytes a piece, no objects
     code: dict = {}
     seed = cfg.seed
     for _, domain, _, doc_id, piece in _pieces(part(), cfg, found):
@@ -153,7 +154,7 @@ def scan(part: Part, cfg: DataConfig) -> Scan:
     table = np.empty(len(unique), SCAN_DTYPE)
     table["digest"], table["position"] = unique, first
     pieces = np.empty(len(codes), PIECE_DTYPE)
-    pieces["domain"], pieces["order"] = codes, orders
+    pieces["domain"], pieces["order"] = np.frombuffer(codes, np.uint16), np.frombuffer(orders, np.float64)
     return Scan(table, pieces, list(code), sorted(found))
 
 
