@@ -25,6 +25,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hullft.cache import atomic_path, cache_root, checksum_path, content_hash, file_digest, source_digest, \
@@ -236,14 +237,18 @@ def documents(cfg: DataConfig, keys: Keys) -> pd.DataFrame:
 
 
 def queries(cfg: DataConfig, keys: Keys, load: bool = True):
-    """(held-out documents, or None if not `load`, digest); only the query rows of the documents are read to
-    build this table."""
-    def build():
-        docs = pd.read_parquet(documents_path(cfg, keys), filters=[("split", "==", "query")])
-        return docs.drop(columns="split").reset_index(drop=True)
-    def save(df: pd.DataFrame, path: Path) -> None:  # in row groups: a job reads those of its queries only
-        df.to_parquet(path, index=False, row_group_size=DOCUMENT_ROW_GROUP)
-    return cached(root() / f"queries-{keys.docs}.parquet", build, save,
+    """(held-out documents, or None if not `load`, digest), in row groups (a job reads those of its queries
+    only). Built from the documents a row group at a time: memory holds one, not the corpus' text."""
+    def write(_, tmp: Path) -> None:
+        docs = pq.ParquetFile(documents_path(cfg, keys))
+        schema = docs.schema_arrow.remove(docs.schema_arrow.get_field_index("split"))
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for g in range(docs.num_row_groups):
+                group = docs.read_row_group(g)
+                held_out = group.filter(pc.equal(group.column("split"), "query")).drop_columns(["split"])
+                if held_out.num_rows:
+                    writer.write_table(held_out, row_group_size=DOCUMENT_ROW_GROUP)
+    return cached(root() / f"queries-{keys.docs}.parquet", lambda: None, write,
                   pd.read_parquet if load else (lambda p: None))
 
 
