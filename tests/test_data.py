@@ -157,6 +157,8 @@ def test_split_is_document_disjoint_and_deduplicated(setup, tiny_overrides):
     _, rows = space.search(space.candidates(np.array([3]))[0], 5)
     assert rows[0] == 3 and len(rows) == 5
     stats = space.stats()
+    assert stats.bytes.to_dict() == docs.groupby("domain").text.apply(lambda t: sum(len(x.encode()) for x in t)).to_dict()
+    assert stats.documents.to_dict() == docs.groupby("domain").size().to_dict()
     assert stats.pool_sequences.sum() == len(space.pool) and (stats.query_documents > 0).all()
 
 

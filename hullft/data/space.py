@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hullft.cache import content_hash, verified_digest
@@ -57,9 +59,16 @@ class DataSpace:
         return np.asarray(self.embeddings[rows], dtype=np.float32)
 
     def stats(self) -> pd.DataFrame:
-        docs = build.documents(self.cfg, self.keys)
-        docs = docs.assign(bytes=docs.text.map(lambda t: len(t.encode())))
-        table = docs.groupby("domain").agg(documents=("doc_id", "size"), sources=("source", "nunique"),
+        docs = pq.ParquetFile(build.documents_path(self.cfg, self.keys))
+        parts = []  # a row group at a time: never the corpus' text in memory
+        for g in range(docs.num_row_groups):
+            group = docs.read_row_group(g, columns=["domain", "source", "text"])
+            parts.append(pd.DataFrame({"domain": group.column("domain").to_pandas(),
+                                       "source": group.column("source").to_pandas(),
+                                       "bytes": pc.binary_length(group.column("text").cast(pa.binary()))
+                                       .to_pandas()}))
+        docs = pd.concat(parts, ignore_index=True)
+        table = docs.groupby("domain").agg(documents=("source", "size"), sources=("source", "nunique"),
                                            bytes=("bytes", "sum"))
         table["query_documents"] = self.queries.groupby("domain").size()
         codes, names = np.asarray(self.pool.codes, np.int64), self.pool.domain_names
