@@ -76,7 +76,8 @@ bench-select-runner: install
 bench-engine: install
 	$(PY) -m benchmarks.bench_engine
 
-# Build time and memory at 100k/300k/1M sequences, a job's memory, IVF-PQ search time and recall (~45 min, ~10 GB disk)
+# Each build stage's time and process peak memory at 1M and 3M sequences in 4 corpus files, a job's memory, IVF-PQ
+# search time and recall (~45 min on 2 cores, ~25 GB disk)
 bench-data: install
 	$(PY) -m benchmarks.bench_data
 

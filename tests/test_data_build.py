@@ -179,3 +179,13 @@ def test_a_new_build_version_never_takes_an_old_space(tiny_overrides, monkeypatc
     before = stages.Keys.of(cfg, "tok", "emb")
     assert all(a != b for a, b in zip(vars(now).values(), vars(before).values()))
     assert stages.manifest_path(now) != stages.manifest_path(before)
+
+
+def test_units_are_the_pool_documents_in_order(tiny_overrides, isolated_cache):
+    cfg = compose_config([*tiny_overrides, "data.unit_docs=7"]).data
+    keys = stages.Keys.of(cfg, "tok", "emb")
+    docs = stages.documents(cfg, keys)
+    pool = docs[docs.split == "pool"].reset_index(drop=True)
+    units = [stages.unit_documents(cfg, keys, u) for u in range(stages.unit_count(cfg, keys))]
+    assert len(units) == -(-len(pool) // 7) and all(len(u) == 7 for u in units[:-1])
+    pd.testing.assert_frame_equal(pd.concat(units, ignore_index=True), pool)

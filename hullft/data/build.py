@@ -254,32 +254,35 @@ def queries(cfg: DataConfig, keys: Keys, load: bool = True):
 
 # --- units: chunk, plan, embed ------------------------------------------------------------------------------
 
-def unit_rows(path: Path, cfg: DataConfig) -> List[np.ndarray]:
-    """Per unit, the documents file's row numbers of its `data.unit_docs` pool documents."""
-    pool = _pool_rows(str(path), verified_digest(path))
-    return [pool[i:i + cfg.unit_docs] for i in range(0, len(pool), cfg.unit_docs)]
-
-
 @lru_cache(maxsize=4)
-def _pool_rows(path: str, digest: str) -> np.ndarray:
-    """Read once per version of the documents file, not once per unit (8 bytes a pool document)."""
-    split = pq.read_table(path, columns=["split"]).column("split").to_numpy(zero_copy_only=False)
-    return np.flatnonzero(split == "pool")
-
-
-def read_rows(path: Path, rows: np.ndarray) -> pd.DataFrame:
-    """These (ascending) rows of a parquet file, reading only the row groups that hold them."""
+def _unit_starts(path: str, digest: str, unit_docs: int) -> np.ndarray:
+    """The documents file's row where each unit of `unit_docs` pool documents starts, then the file's end.
+    Read a row group at a time, once per version of the file: memory holds a unit's start, not a document's."""
     f = pq.ParquetFile(path)
-    bounds = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
-    if not len(rows):
-        return f.schema_arrow.empty_table().to_pandas()
-    first, last = (int(np.searchsorted(bounds, r, side="right")) - 1 for r in (rows[0], rows[-1]))
-    table = f.read_row_groups(list(range(first, last + 1)))
-    return table.take(pa.array(rows - bounds[first])).to_pandas()
+    starts, pool_seen, offset = [], 0, 0
+    for g in range(f.num_row_groups):
+        is_pool = pc.equal(f.read_row_group(g, columns=["split"]).column("split"), "pool").to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero(is_pool) + offset
+        starts.extend(rows[(-pool_seen) % unit_docs::unit_docs].tolist())
+        pool_seen, offset = pool_seen + len(rows), offset + len(is_pool)
+    return np.array(starts + [offset], dtype=np.int64)
 
 
 def unit_count(cfg: DataConfig, keys: Keys) -> int:
-    return len(unit_rows(documents_path(cfg, keys), cfg))
+    path = documents_path(cfg, keys)
+    return len(_unit_starts(str(path), verified_digest(path), int(cfg.unit_docs))) - 1
+
+
+def unit_documents(cfg: DataConfig, keys: Keys, u: int) -> pd.DataFrame:
+    """Unit u's pool documents, read from the row groups that hold them."""
+    path = documents_path(cfg, keys)
+    starts = _unit_starts(str(path), verified_digest(path), int(cfg.unit_docs))
+    f = pq.ParquetFile(path)
+    bounds = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
+    first, last = (int(np.searchsorted(bounds, r, side="right")) - 1 for r in (starts[u], starts[u + 1] - 1))
+    table = f.read_row_groups(list(range(first, last + 1))).slice(starts[u] - bounds[first], starts[u + 1] - starts[u])
+    docs = table.to_pandas()
+    return docs[docs.split == "pool"].reset_index(drop=True)
 
 
 def unit_sequences_path(keys: Keys, u: int) -> Path:
@@ -289,10 +292,8 @@ def unit_sequences_path(keys: Keys, u: int) -> Path:
 
 def chunk_unit(cfg: DataConfig, keys: Keys, u: int, tokenizer) -> Path:
     """Unit u's sequences (domain, doc_id, start, order, tokens), tokenised here if missing or damaged."""
-    path = documents_path(cfg, keys)
-
     def build():
-        return sequences.chunk(read_rows(path, unit_rows(path, cfg)[u]), tokenizer, cfg)
+        return sequences.chunk(unit_documents(cfg, keys, u), tokenizer, cfg)
     cached(unit_sequences_path(keys, u), build, save_parquet, lambda p: None)
     return unit_sequences_path(keys, u)
 
