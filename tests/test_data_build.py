@@ -9,7 +9,6 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from hullft.compose import compose_config
@@ -18,7 +17,6 @@ from hullft.data import documents as docs_
 from hullft.data import load_data_space
 from hullft.data import sequences
 from hullft.data.index import build_index, lists_path, read_index
-from hullft.data.token_store import TokenStore
 from hullft.embedder import Embedder
 from hullft.models import load_tokenizer
 from test_data_space import reference_documents

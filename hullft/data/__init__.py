@@ -4,6 +4,7 @@
     documents.py          corpus parts -> bounded, de-duplicated documents, capped per domain, split by source
     sequences.py          documents -> token-bounded sequences; which the space keeps (per-domain cutoffs)
     build.py              the cached build stages, sharded where they can be (scan, keep, chunk, embed)
+    files.py              where the stages' files live; written atomically with a checksum, read back checked
     merge.py              the units streamed into token store, pool table, embeddings and index
     token_store.py        the pool's tokens and table: memory-mapped arrays
     embeddings.py         the pool's embeddings: one .npy, read in chunks or through a released map

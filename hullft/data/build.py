@@ -15,12 +15,10 @@ atomically with a checksum beside it; a damaged one is rebuilt.
 """
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 import numpy as np
 import pandas as pd
@@ -28,14 +26,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hullft.cache import atomic_path, cache_root, checksum_path, content_hash, file_digest, source_digest, \
-    verified_digest, write_checksum
+from hullft.cache import checksum_path, content_hash, source_digest, verified_digest
 from hullft.config import CorpusKind, DataConfig
 from hullft.data import documents as docs_
 from hullft.data import sequences
 from hullft.data.corpus import DOMAINS
+from hullft.data.files import cached, load_json, root, save_json, save_npy, save_parquet
 from hullft.data.jsonl import corpus_files
-from hullft.errors import UserError
 
 EMBEDDING_DTYPES = {"fp32": np.float32, "fp16": np.float16}
 # Bump when a stage's files change meaning, so files of an older layout are never taken for current ones.
@@ -80,44 +77,6 @@ class Keys:
         emb = content_hash(seq, embedder_fingerprint, _name(cfg.embedding_dtype))
         index = content_hash(emb, cfg.index, cfg.ivf_nlist, cfg.hnsw_m, cfg.index_train_size)
         return cls(docs, seq, seq, emb, index)
-
-
-def root() -> Path:
-    return cache_root() / "dataspace"
-
-
-def cached(path: Path, build: Callable, save: Callable, load: Callable):
-    """(value, digest): path loaded if its checksum and checks pass; otherwise built, saved atomically with
-    its checksum, and returned."""
-    if path.exists():
-        try:
-            digest = verified_digest(path)
-            return load(path), digest
-        except Exception as e:  # truncated, corrupt or tampered: say so and rebuild
-            print(f"cache file {path} is damaged ({str(e).splitlines()[0]}); rebuilding it", file=sys.stderr)
-    value = build()
-    with atomic_path(path) as tmp:
-        save(value, tmp)
-        digest = file_digest(tmp)
-    write_checksum(path, digest)
-    return value, digest
-
-
-def save_parquet(df: pd.DataFrame, path: Path) -> None:
-    df.to_parquet(path, index=False)
-
-
-def save_npy(arr: np.ndarray, path: Path) -> None:
-    with open(path, "wb") as f:
-        np.save(f, arr)
-
-
-def save_json(obj, path: Path) -> None:
-    path.write_text(json.dumps(obj, sort_keys=True))
-
-
-def load_json(path: Path):
-    return json.loads(path.read_text())
 
 
 def mine(count: int, cfg: DataConfig) -> List[int]:

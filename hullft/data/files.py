@@ -1,0 +1,53 @@
+"""Where the data space's files live and how each is written: atomically, with its checksum beside it, and read
+back only if that checksum still holds (a damaged file is built again)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from hullft.cache import atomic_path, cache_root, file_digest, verified_digest, write_checksum
+
+
+def root() -> Path:
+    return cache_root() / "dataspace"
+
+
+def cached(path: Path, build: Callable, save: Callable, load: Callable):
+    """(value, digest): path loaded if its checksum and checks pass; otherwise built, saved atomically with
+    its checksum, and returned."""
+    if path.exists():
+        try:
+            digest = verified_digest(path)
+            return load(path), digest
+        except Exception as e:  # truncated, corrupt or tampered: say so and rebuild
+            print(f"cache file {path} is damaged ({str(e).splitlines()[0]}); rebuilding it", file=sys.stderr)
+    value = build()
+    with atomic_path(path) as tmp:
+        save(value, tmp)
+        digest = file_digest(tmp)
+    write_checksum(path, digest)
+    return value, digest
+
+
+def save_parquet(df: pd.DataFrame, path: Path) -> None:
+    df.to_parquet(path, index=False)
+
+
+def save_npy(arr: np.ndarray, path: Path) -> None:
+    with open(path, "wb") as f:
+        np.save(f, arr)
+
+
+def save_json(obj, path: Path) -> None:
+    path.write_text(json.dumps(obj, sort_keys=True))
+
+
+def load_json(path: Path):
+    return json.loads(path.read_text())
+
+
