@@ -227,16 +227,19 @@ def _unit_starts(path: str, digest: str, unit_docs: int) -> np.ndarray:
     return np.array(starts + [offset], dtype=np.int64)
 
 
-def unit_count(cfg: DataConfig, keys: Keys) -> int:
+def unit_starts(cfg: DataConfig, keys: Keys) -> np.ndarray:
     path = documents_path(cfg, keys)
-    return len(_unit_starts(str(path), verified_digest(path), int(cfg.unit_docs))) - 1
+    return _unit_starts(str(path), verified_digest(path), int(cfg.unit_docs))
+
+
+def unit_count(cfg: DataConfig, keys: Keys) -> int:
+    return len(unit_starts(cfg, keys)) - 1
 
 
 def unit_documents(cfg: DataConfig, keys: Keys, u: int) -> pd.DataFrame:
     """Unit u's pool documents, read from the row groups that hold them."""
-    path = documents_path(cfg, keys)
-    starts = _unit_starts(str(path), verified_digest(path), int(cfg.unit_docs))
-    f = pq.ParquetFile(path)
+    starts = unit_starts(cfg, keys)
+    f = pq.ParquetFile(documents_path(cfg, keys))
     bounds = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
     first, last = (int(np.searchsorted(bounds, r, side="right")) - 1 for r in (starts[u], starts[u + 1] - 1))
     table = f.read_row_groups(list(range(first, last + 1))).slice(starts[u] - bounds[first], starts[u + 1] - starts[u])
