@@ -1,5 +1,6 @@
-"""The data space at scale: per build stage, its time and its process's peak memory, at 1M / 3M sequences; a
-job's memory over the result, and the search's time per query and recall@200 against exact search.
+"""The data space at scale: per build stage, its wall and CPU seconds, disk read and written and its process's
+peak memory, at 1M / 3M sequences; a job's memory over the result, and the search's time per query and
+recall@200 against exact search.
 
     python -m benchmarks.bench_data [--sizes 1000000 3000000] [--files 4] [--index IVF1024,PQ64x4fs] [--nprobe 32]
                                     [--rerank 1000] [--queries 200] [--workdir .cache/bench-data]
@@ -40,6 +41,18 @@ def rss_mib() -> tuple:
     with open("/proc/self/statm") as f:
         resident, shared = (int(v) * os.sysconf("SC_PAGE_SIZE") / 2**20 for v in f.read().split()[1:3])
     return resident, shared
+
+
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def disk_mib() -> tuple:
+    """(read, written) by this process from and to the disk itself, MiB: a read served by the page cache counts
+    nothing, so a stage whose input no longer fits in memory shows it here."""
+    fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    return int(fields["read_bytes"]) / 2**20, int(fields["write_bytes"]) / 2**20
 
 
 def single_token_words(tokenizer) -> list:
@@ -114,10 +127,11 @@ def child_stage(args, corpus: Path, sequences: int) -> dict:
     tokenizer, fingerprint = load_tokenizer(cfg.model)
     embedder = SyntheticEmbedder(single_token_words(tokenizer))
     keys = build.Keys.of(cfg.data, fingerprint, embedder.fingerprint)
-    before, start = rss_mib()[0], time.perf_counter()
+    before, start, cpu, disk = rss_mib()[0], time.perf_counter(), cpu_s(), disk_mib()
     line = build.run_stage(args.stage, cfg.data, keys, tokenizer, embedder)
-    return {"s": time.perf_counter() - start, "rss_before_mib": before, "peak_rss_mib": peak_rss_mib(),
-            "said": line[:120]}
+    read, written = (after - first for after, first in zip(disk_mib(), disk))
+    return {"s": time.perf_counter() - start, "cpu_s": cpu_s() - cpu, "disk_read_mib": read,
+            "disk_written_mib": written, "rss_before_mib": before, "peak_rss_mib": peak_rss_mib(), "said": line[:120]}
 
 
 def child_job(args, corpus: Path, sequences: int) -> dict:
@@ -222,8 +236,10 @@ def main(argv=None) -> None:
             stages.append({"sequences": n, "stage": stage, **result})
             print(json.dumps(stages[-1]), flush=True)
             row[f"{stage}_s"], row[f"{stage}_peak_mib"] = result["s"], result["peak_rss_mib"]
+            row[f"{stage}_cpu_s"] = result["cpu_s"]
         if not args.job_only:
             row["build_s"] = sum(row[f"{stage}_s"] for stage in STAGES)
+            row["build_cpu_s"] = sum(row[f"{stage}_cpu_s"] for stage in STAGES)
             row["build_peak_rss_mib"] = max(row[f"{stage}_peak_mib"] for stage in STAGES)
         row.update(run_child("job", args, corpus, n))
         rows.append(row)
@@ -231,7 +247,11 @@ def main(argv=None) -> None:
     df = pd.DataFrame(rows)
     if "build_s" in df:
         df["build_s_per_100k"] = df.build_s / df.sequences * 1e5
-        print(pd.DataFrame(stages).drop(columns="said").to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+        df["build_cpu_s_per_100k"] = df.build_cpu_s / df.sequences * 1e5
+        per_stage = pd.DataFrame(stages).drop(columns="said")
+        for column in ("s", "cpu_s"):  # linear in the rows if these agree across sizes
+            per_stage[f"{column}_per_100k"] = per_stage[column] / per_stage.sequences * 1e5
+        print(per_stage.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     print(f"{len(words)} single-token words; index {args.index}, nprobe {args.nprobe}, rerank {args.rerank}, "
           f"k {args.k}, {os.cpu_count()} cores")
     print(df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))

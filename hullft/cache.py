@@ -99,8 +99,11 @@ def checksum_path(path: Path) -> Path:
 
 
 def write_checksum(path: Path, digest: str) -> None:
+    """Store the digest of the file now at `path` beside it, and remember it for this version of the file, so
+    the stage that reads it next does not hash what was just hashed."""
     with atomic_path(checksum_path(path)) as tmp:
         tmp.write_text(digest)
+    _remember(_stat_memo("verified", path), digest)
 
 
 def verified_digest(path: Path) -> str:
@@ -116,5 +119,6 @@ def verified_digest(path: Path) -> str:
         write_checksum(path, digest)
     elif stored.read_text().strip() != digest:
         raise ValueError(f"checksum mismatch: {path.name} changed since it was written")
-    _remember(memo, digest)
+    else:
+        _remember(memo, digest)
     return digest

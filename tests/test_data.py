@@ -195,23 +195,23 @@ def test_units_take_their_sequences_from_the_chunk_stage_or_tokenise_again_alike
     cfg = compose_config(tiny_overrides + ["data.unit_docs=12"])  # several units
     keys = build(cfg, setup).keys
     root = isolated_cache / "dataspace"
-    assert not list(root.glob(f"unitseqs-{keys.units}-*"))  # removed once their unit is embedded
-    built = sorted(root.glob(f"unit-{keys.units}-*.parquet")) + sorted(root.glob(f"unitemb-{keys.emb}-*.npy"))
+    assert not list(root.glob(f"unitseqs-{keys.seq}-*"))  # removed once their unit is embedded
+    built = sorted(root.glob(f"unit-{keys.seq}-*.parquet")) + sorted(root.glob(f"unitemb-{keys.emb}-*.npy"))
     assert len(built) >= 6
     before = {p.name: p.read_bytes() for p in built}
-    for path in [*built, stages.manifest_path(keys), root / f"plan-{keys.units}.json"]:
+    for path in [*built, stages.manifest_path(keys), root / f"plan-{keys.seq}.json"]:
         path.unlink()
     tokenizer = setup[1].tokenizer
     for u in range(stages.unit_count(cfg.data, keys)):
         stages.chunk_unit(cfg.data, keys, u, tokenizer)
-    left = {int(p.stem.rsplit("-", 1)[1]): p for p in root.glob(f"unitseqs-{keys.units}-*.parquet")}
+    left = {int(p.stem.rsplit("-", 1)[1]): p for p in root.glob(f"unitseqs-{keys.seq}-*.parquet")}
     assert len(left) == len(built) // 2  # the chunk stage leaves every unit its sequences
     left[0].write_bytes(left[0].read_bytes()[:50])  # damaged: tokenised again
     left[1].unlink()  # gone: tokenised again
     build(cfg, setup)
-    assert f"unitseqs-{keys.units}-0.parquet is damaged" in capsys.readouterr().err
+    assert f"unitseqs-{keys.seq}-0.parquet is damaged" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in built} == before
-    assert not list(root.glob(f"unitseqs-{keys.units}-*"))
+    assert not list(root.glob(f"unitseqs-{keys.seq}-*"))
 
 
 def test_changed_corpus_file_rebuilds_documents(setup, tiny_overrides, tmp_path, pile_fixture):

@@ -187,3 +187,24 @@ def test_units_are_the_pool_documents_in_order(tiny_overrides, isolated_cache):
     units = [stages.unit_documents(cfg, keys, u) for u in range(stages.unit_count(cfg, keys))]
     assert len(units) == -(-len(pool) // 7) and all(len(u) == 7 for u in units[:-1])
     pd.testing.assert_frame_equal(pd.concat(units, ignore_index=True), pool)
+
+
+def test_a_file_written_is_not_hashed_again_when_read_but_a_change_still_fails(isolated_cache, tmp_path, monkeypatch):
+    from hullft import cache
+    from hullft.data import files
+
+    path = tmp_path / "table.npy"
+    value, digest = files.cached(path, lambda: np.arange(1000), files.save_npy, np.load)
+
+    def no_hashing(p):
+        raise AssertionError(f"{p} hashed again")
+    with monkeypatch.context() as patched:
+        patched.setattr(cache, "file_digest", no_hashing)
+        again, same = files.cached(path, lambda: np.zeros(3), files.save_npy, np.load)  # the stage that reads it
+    assert same == digest and np.array_equal(again, value)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1))  # a later write, whatever the clock
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        cache.verified_digest(path)

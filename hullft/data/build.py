@@ -62,8 +62,7 @@ def corpus_fingerprint(cfg: DataConfig) -> list:
 @dataclass(frozen=True)
 class Keys:
     docs: str
-    seq: str    # the pool's sequences in their row order (token store, pool table)
-    units: str  # the units' files (sequences, plan, kept tables)
+    seq: str    # the pool's sequences in their row order, which is unit order: units' files share this key
     emb: str
     index: str
 
@@ -76,7 +75,7 @@ class Keys:
                            cfg.unit_docs, BUILD_VERSION)  # rows come in unit order
         emb = content_hash(seq, embedder_fingerprint, _name(cfg.embedding_dtype))
         index = content_hash(emb, cfg.index, cfg.ivf_nlist, cfg.hnsw_m, cfg.index_train_size)
-        return cls(docs, seq, seq, emb, index)
+        return cls(docs, seq, emb, index)
 
 
 def mine(count: int, cfg: DataConfig) -> List[int]:
@@ -249,7 +248,7 @@ def unit_documents(cfg: DataConfig, keys: Keys, u: int) -> pd.DataFrame:
 
 def unit_sequences_path(keys: Keys, u: int) -> Path:
     """Every sequence of unit u with its tokens; removed once the unit's kept table is built."""
-    return root() / f"unitseqs-{keys.units}-{u}.parquet"
+    return root() / f"unitseqs-{keys.seq}-{u}.parquet"
 
 
 def chunk_unit(cfg: DataConfig, keys: Keys, u: int, tokenizer) -> Path:
@@ -273,12 +272,12 @@ def plan(cfg: DataConfig, keys: Keys, tokenizer) -> Dict[str, sequences.Cutoff]:
 
     def build():
         return {d: list(c) if c else None for d, c in sequences.cutoffs(summaries, cfg.max_pool_per_domain).items()}
-    cuts = cached(root() / f"plan-{keys.units}.json", build, save_json, load_json)[0]
+    cuts = cached(root() / f"plan-{keys.seq}.json", build, save_json, load_json)[0]
     return {d: tuple(c) if c else None for d, c in cuts.items()}
 
 
 def unit_paths(keys: Keys, u: int):
-    return root() / f"unit-{keys.units}-{u}.parquet", root() / f"unitemb-{keys.emb}-{u}.npy"
+    return root() / f"unit-{keys.seq}-{u}.parquet", root() / f"unitemb-{keys.emb}-{u}.npy"
 
 
 def embed_unit(cfg: DataConfig, keys: Keys, u: int, tokenizer, embedder) -> None:

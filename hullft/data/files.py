@@ -17,15 +17,25 @@ def root() -> Path:
     return cache_root() / "dataspace"
 
 
+def intact(path: Path, load: Callable = lambda path: None):
+    """(load(path), digest) if the file is there, its checksum holds and `load`'s checks pass; else None, having
+    said why if the file was there (truncated, corrupt or tampered: the caller builds it again)."""
+    if not path.exists():
+        return None
+    try:
+        digest = verified_digest(path)
+        return load(path), digest
+    except Exception as e:  # noqa: BLE001 - any failure to read it back means: build it again
+        print(f"cache file {path} is damaged ({str(e).splitlines()[0]}); rebuilding it", file=sys.stderr)
+        return None
+
+
 def cached(path: Path, build: Callable, save: Callable, load: Callable):
-    """(value, digest): path loaded if its checksum and checks pass; otherwise built, saved atomically with
-    its checksum, and returned."""
-    if path.exists():
-        try:
-            digest = verified_digest(path)
-            return load(path), digest
-        except Exception as e:  # truncated, corrupt or tampered: say so and rebuild
-            print(f"cache file {path} is damaged ({str(e).splitlines()[0]}); rebuilding it", file=sys.stderr)
+    """(value, digest): path loaded if intact; otherwise built, saved atomically with its checksum, and
+    returned."""
+    found = intact(path, load)
+    if found is not None:
+        return found
     value = build()
     with atomic_path(path) as tmp:
         save(value, tmp)

@@ -12,7 +12,6 @@ columns (arrays, no Python object per row), whatever the number of rows.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -26,6 +25,7 @@ from hullft.cache import atomic_path, file_digest, verified_digest, write_checks
 from hullft.config import DataConfig
 from hullft.data import build
 from hullft.data.embeddings import EmbeddingFile, npy_header
+from hullft.data.files import intact
 from hullft.data.index import build_index, lists_path, read_index, write_index
 from hullft.data.token_store import POOL_TABLE_DTYPE, token_dtype
 from hullft.errors import UserError
@@ -70,13 +70,10 @@ def _verified(paths: Dict[str, Path], names) -> Dict[str, str] | None:
     """The files' digests if every one is there and intact, else None (they are written again, together)."""
     digests = {}
     for name in names:
-        if not paths[name].exists():
+        found = intact(paths[name])
+        if found is None:
             return None
-        try:
-            digests[name] = verified_digest(paths[name])
-        except Exception as e:  # noqa: BLE001 - truncated, corrupt or tampered: say so, write them all again
-            print(f"cache file {paths[name]} is damaged ({str(e).splitlines()[0]}); rebuilding it", file=sys.stderr)
-            return None
+        digests[name] = found[1]
     return digests
 
 
