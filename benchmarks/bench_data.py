@@ -3,7 +3,8 @@ peak memory, at 1M / 3M sequences; a job's memory over the result, and the searc
 recall@200 against exact search.
 
     python -m benchmarks.bench_data [--sizes 1000000 3000000] [--files 4] [--index IVF1024,PQ64x4fs] [--nprobe 32]
-                                    [--rerank 1000] [--queries 200] [--workdir .cache/bench-data]
+                                    [--rerank 1000] [--index-part-rows 0] [--queries 200] [--job-only]
+                                    [--workdir .cache/bench-data]
 
 Everything but the corpus and the embedder is the harness's own build (hullft/data/build.py), each stage in a
 process of its own as a cluster job would run it (scan, keep, documents, chunk, plan, embed, merge), and a
@@ -114,7 +115,8 @@ def data_overrides(args, corpus: Path, sequences: int) -> list:
     return ["data=jsonl", f"data.path={corpus}", f"data.max_length={SEQ_TOKENS}", "data.max_doc_chars=8000",
             f"data.max_pool_per_domain={sequences // DOMAINS}", "data.max_docs_per_domain=10000000",
             "data.max_docs_per_source=1", "data.embedding_dtype=fp16", f"data.index='{args.index}'",
-            f"data.ivf_nprobe={args.nprobe}", f"data.index_rerank={args.rerank}", f"k={args.k}"]
+            f"data.ivf_nprobe={args.nprobe}", f"data.index_rerank={args.rerank}",
+            f"data.index_part_rows={args.index_part_rows}", f"k={args.k}"]
 
 
 def child_stage(args, corpus: Path, sequences: int) -> dict:
@@ -188,7 +190,8 @@ def run_child(phase: str, args, corpus: Path, sequences: int, stage: str = "") -
     env = {**os.environ, "HULLFT_CACHE": str(cache)}
     argv = [sys.executable, "-m", "benchmarks.bench_data", "--child", phase, "--corpus", str(corpus),
             "--sequences", str(sequences), "--index", args.index, "--nprobe", str(args.nprobe), "--rerank",
-            str(args.rerank), "--queries", str(args.queries), "--k", str(args.k), "--stage", stage]
+            str(args.rerank), "--index-part-rows", str(args.index_part_rows), "--queries", str(args.queries),
+            "--k", str(args.k), "--stage", stage]
     out = subprocess.run(argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
     if out.returncode:
         sys.exit(f"{phase} at {sequences} sequences failed:\n{out.stderr[-3000:]}")
@@ -202,6 +205,7 @@ def main(argv=None) -> None:
     ap.add_argument("--index", default="IVF1024,PQ64x4fs")
     ap.add_argument("--nprobe", type=int, default=32)
     ap.add_argument("--rerank", type=int, default=1000)
+    ap.add_argument("--index-part-rows", type=int, default=0, help="rows an index file holds (0: one file)")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--k", type=int, default=200)
     ap.add_argument("--job-only", action="store_true", help="spaces already built: measure the job alone")

@@ -91,6 +91,7 @@ class DataConfig:
     index: str = "flat"             # flat | ivf | hnsw | any faiss index_factory string, e.g. IVF65536_HNSW32,PQ64
     index_train_size: int = 100000  # rows a trainable index learns from (a seeded sample)
     index_rerank: int = 0           # rescore this many index candidates exactly from the embeddings (0: none)
+    index_part_rows: int = 0        # rows an index file holds (0: one file); the merge holds one file's codes
     ivf_nlist: int = 64
     ivf_nprobe: int = 16
     hnsw_m: int = 32

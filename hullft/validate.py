@@ -68,6 +68,8 @@ RULES = [
     ("data.index_train_size", _int_at_least(1), "a positive number of rows", "data.index_train_size=100000"),
     ("data.index_rerank", _int_at_least(0), "0 (no rescoring) or a number of candidates >= k",
      "data.index_rerank=1000"),
+    ("data.index_part_rows", _int_at_least(0), "0 (one index file) or a number of rows per index file",
+     "data.index_part_rows=20000000"),
     ("data.unit_docs", _int_at_least(1), "a positive number of documents per build unit", "data.unit_docs=2000"),
     ("data.num_shards", _int_at_least(1), "a positive number of build shards", "data.num_shards=4"),
     ("data.shard", _int_at_least(0), "a build shard index >= 0", "data.shard=0"),

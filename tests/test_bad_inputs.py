@@ -67,6 +67,7 @@ CONFIG_CASES = [
     (["data.ivf_nprobe=0"], "data.ivf_nprobe=0"),
     (["data.index_rerank=-1"], "data.index_rerank=-1"),
     (["data.index_rerank=50"], "data.index_rerank=50 < k=200"),
+    (["data.index_part_rows=-5"], "data.index_part_rows=-5"),
     (["data.hnsw_m=1"], "data.hnsw_m=1"),
     (["embedder.max_tokens=0"], "embedder.max_tokens=0"),
     (["embedder.batch_size=0"], "embedder.batch_size=0"),

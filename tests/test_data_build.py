@@ -2,6 +2,7 @@
 global sort, sharded stages through Hydra's launchers, a streamed merge, and a job that maps its files."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from hullft.data import build as stages
 from hullft.data import documents as docs_
 from hullft.data import load_data_space
 from hullft.data import sequences
-from hullft.data.index import build_index, lists_path, read_index
+from hullft.data.index import build_index, lists_path, parts_of, read_index
 from hullft.embedder import Embedder
 from hullft.models import load_tokenizer
 from test_data_space import reference_documents
@@ -208,3 +209,26 @@ def test_a_file_written_is_not_hashed_again_when_read_but_a_change_still_fails(i
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1))  # a later write, whatever the clock
     with pytest.raises(ValueError, match="checksum mismatch"):
         cache.verified_digest(path)
+
+
+def test_an_index_in_parts_returns_what_one_index_does(one_process_build, tmp_path, monkeypatch):
+    overrides, one = one_process_build
+    shutil.copytree(one, tmp_path / "cache" / "dataspace")  # rows and embeddings as built: only the index is new
+    rows = json.loads(next(one.glob("space-*.json")).read_text())["rows"]
+    parted = [*overrides, f"data.index_part_rows={rows // 3 + 1}"]
+    _cli(["merge", *parted], tmp_path / "cache")
+    files = sorted((tmp_path / "cache" / "dataspace").glob("index-*of3.faiss"))
+    assert len(files) == 3 and all(lists_path(f).exists() for f in files)
+
+    def space(cache, extra):
+        monkeypatch.setenv("HULLFT_CACHE", str(cache))
+        cfg = compose_config([*extra, "data.ivf_nprobe=2"])  # 2 of 4 lists: which lists are probed matters
+        tokenizer, fingerprint = load_tokenizer(cfg.model)
+        return load_data_space(cfg.data, tokenizer, fingerprint, Embedder(cfg.embedder))
+    whole, parts = space(one.parent, overrides), space(tmp_path / "cache", parted)
+    assert [p.ntotal for p in parts_of(parts.search.index)] == [rows // 3 + 1] * 2 + [rows - 2 * (rows // 3 + 1)]
+    queries = whole.candidates(np.arange(0, rows, 5))
+    for q in queries:
+        a, b = whole.search(q, 10), parts.search(q, 10)
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-6)

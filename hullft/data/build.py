@@ -31,7 +31,7 @@ from hullft.config import CorpusKind, DataConfig
 from hullft.data import documents as docs_
 from hullft.data import sequences
 from hullft.data.corpus import DOMAINS
-from hullft.data.files import cached, load_json, root, save_json, save_npy, save_parquet
+from hullft.data.files import RowGroupWriter, cached, load_json, root, save_json, save_npy, save_parquet
 from hullft.data.jsonl import corpus_files
 
 EMBEDDING_DTYPES = {"fp32": np.float32, "fp16": np.float16}
@@ -74,7 +74,8 @@ class Keys:
         seq = content_hash(docs, tokenizer_fingerprint, cfg.max_length, cfg.min_length, cfg.max_pool_per_domain,
                            cfg.unit_docs, BUILD_VERSION)  # rows come in unit order
         emb = content_hash(seq, embedder_fingerprint, _name(cfg.embedding_dtype))
-        index = content_hash(emb, cfg.index, cfg.ivf_nlist, cfg.hnsw_m, cfg.index_train_size)
+        parts = [cfg.index_part_rows] if cfg.index_part_rows else []  # one file: the key it always had
+        index = content_hash(emb, cfg.index, cfg.ivf_nlist, cfg.hnsw_m, cfg.index_train_size, *parts)
         return cls(docs, seq, emb, index)
 
 
@@ -155,7 +156,7 @@ def _merge_documents(kept: List[Path], tmp: Path, cfg: DataConfig) -> None:
     row group of text."""
     files = [pq.ParquetFile(path) for path in kept]
     groups = [_row_groups_by_domain(f) for f in files]
-    writer = None
+    writer = RowGroupWriter(tmp, DOCUMENT_ROW_GROUP)
     for domain in sorted({d for by_domain in groups for d in by_domain}):
         keys = pd.concat([files[p].read_row_groups(by_domain.get(domain, []), columns=["order", "position", "source"])
                           .to_pandas().assign(part=p) for p, by_domain in enumerate(groups)], ignore_index=True)
@@ -170,12 +171,9 @@ def _merge_documents(kept: List[Path], tmp: Path, cfg: DataConfig) -> None:
                 rows = rows.to_pandas()
                 rows = rows[rows.position.isin(split)]
                 rows = rows.assign(split=rows.position.map(split)).drop(columns="position")
-                table = pa.Table.from_pandas(rows, preserve_index=False)
-                writer = writer or pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table, row_group_size=DOCUMENT_ROW_GROUP)
-    if writer is None:
+                writer.write(pa.Table.from_pandas(rows, preserve_index=False))
+    if not writer.close():
         raise docs_.no_domain_left(cfg)
-    writer.close()
 
 
 def _row_groups_by_domain(f: pq.ParquetFile) -> Dict[str, List[int]]:
@@ -200,12 +198,11 @@ def queries(cfg: DataConfig, keys: Keys, load: bool = True):
     def write(_, tmp: Path) -> None:
         docs = pq.ParquetFile(documents_path(cfg, keys))
         schema = docs.schema_arrow.remove(docs.schema_arrow.get_field_index("split"))
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for g in range(docs.num_row_groups):
-                group = docs.read_row_group(g)
-                held_out = group.filter(pc.equal(group.column("split"), "query")).drop_columns(["split"])
-                if held_out.num_rows:
-                    writer.write_table(held_out, row_group_size=DOCUMENT_ROW_GROUP)
+        writer = RowGroupWriter(tmp, DOCUMENT_ROW_GROUP, schema)
+        for g in range(docs.num_row_groups):
+            group = docs.read_row_group(g)
+            writer.write(group.filter(pc.equal(group.column("split"), "query")).drop_columns(["split"]))
+        writer.close()
     return cached(root() / f"queries-{keys.docs}.parquet", lambda: None, write,
                   pd.read_parquet if load else (lambda p: None))
 
@@ -235,11 +232,18 @@ def unit_count(cfg: DataConfig, keys: Keys) -> int:
     return len(unit_starts(cfg, keys)) - 1
 
 
+@lru_cache(maxsize=4)
+def _opened(path: str, digest: str):
+    """The documents file opened (its footer parsed) once per process and version: a job runs many units."""
+    f = pq.ParquetFile(path)
+    return f, np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
+
+
 def unit_documents(cfg: DataConfig, keys: Keys, u: int) -> pd.DataFrame:
     """Unit u's pool documents, read from the row groups that hold them."""
     starts = unit_starts(cfg, keys)
-    f = pq.ParquetFile(documents_path(cfg, keys))
-    bounds = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
+    path = documents_path(cfg, keys)
+    f, bounds = _opened(str(path), verified_digest(path))
     first, last = (int(np.searchsorted(bounds, r, side="right")) - 1 for r in (starts[u], starts[u + 1] - 1))
     table = f.read_row_groups(list(range(first, last + 1))).slice(starts[u] - bounds[first], starts[u + 1] - starts[u])
     docs = table.to_pandas()

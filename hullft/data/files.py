@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from hullft.cache import atomic_path, cache_root, file_digest, verified_digest, write_checksum
 
@@ -61,3 +63,35 @@ def load_json(path: Path):
     return json.loads(path.read_text())
 
 
+
+
+class RowGroupWriter:
+    """A parquet file in row groups of `rows` rows, whatever sizes its tables come in: a reader parses every row
+    group's metadata when it opens a file, so many small groups would make each open cost more as the corpus
+    grows. Tables are cast to the first one's schema (or `schema`)."""
+
+    def __init__(self, path: Path, rows: int, schema: Optional[pa.Schema] = None):
+        self.path, self.rows, self.pending, self.schema = path, rows, [], schema
+        self.writer = pq.ParquetWriter(path, schema) if schema is not None else None
+
+    def write(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.schema, self.writer = table.schema, pq.ParquetWriter(self.path, table.schema)
+        self.pending.append(table.cast(self.schema))
+        if sum(t.num_rows for t in self.pending) >= self.rows:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        table = pa.concat_tables(self.pending)
+        full = table.num_rows if final else table.num_rows - table.num_rows % self.rows
+        if full:
+            self.writer.write_table(table.slice(0, full), row_group_size=self.rows)
+        self.pending = [table.slice(full)]
+
+    def close(self) -> bool:
+        """Write what is left; whether anything (a schema at least) was written."""
+        if self.writer is None:
+            return False
+        self._flush(final=True)
+        self.writer.close()
+        return True

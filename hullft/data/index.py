@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Tuple
+from typing import List, Tuple
 
 import numpy as np
 import torch
@@ -34,7 +34,8 @@ def factory_string(cfg: DataConfig, rows: int) -> str:
     return SHORTHANDS[name](cfg, rows) if name in SHORTHANDS else name
 
 
-def build_index(embeddings: np.ndarray, cfg: DataConfig) -> faiss.Index:
+def trained_index(embeddings: np.ndarray, cfg: DataConfig) -> faiss.Index:
+    """An empty index of data.index, trained on a seeded sample of the rows if it learns."""
     rows, d = embeddings.shape
     spec = factory_string(cfg, rows)
     try:
@@ -47,9 +48,41 @@ def build_index(embeddings: np.ndarray, cfg: DataConfig) -> faiss.Index:
         pick = np.sort(np.random.default_rng(cfg.seed).choice(rows, size=min(rows, cfg.index_train_size),
                                                               replace=False))
         index.train(np.ascontiguousarray(embeddings[pick], dtype=np.float32))
-    for start in range(0, rows, ADD_CHUNK):
-        index.add(np.ascontiguousarray(embeddings[start:start + ADD_CHUNK], dtype=np.float32))
     return index
+
+
+def add_rows(index: faiss.Index, embeddings: np.ndarray, start: int, stop: int) -> faiss.Index:
+    for begin in range(start, stop, ADD_CHUNK):
+        index.add(np.ascontiguousarray(embeddings[begin:min(stop, begin + ADD_CHUNK)], dtype=np.float32))
+    return index
+
+
+def build_index(embeddings: np.ndarray, cfg: DataConfig) -> faiss.Index:
+    return add_rows(trained_index(embeddings, cfg), embeddings, 0, len(embeddings))
+
+
+def part_bounds(rows: int, cfg: DataConfig) -> List[Tuple[int, int]]:
+    """The rows of each index file: one file, or `data.index_part_rows` rows a file (the merge then holds one
+    file's codes at a time, whatever the number of rows)."""
+    size = cfg.index_part_rows or max(rows, 1)
+    return [(start, min(rows, start + size)) for start in range(0, max(rows, 1), size)]
+
+
+def joined(parts: List[faiss.Index]) -> faiss.Index:
+    """Index files searched as one, row ids following the files' order (parts trained as one share their
+    quantiser, so each probes the lists the whole would)."""
+    if len(parts) == 1:
+        return parts[0]
+    shards = faiss.IndexShards(parts[0].d, False, True)  # not threaded; ids offset by the earlier parts' rows
+    for part in parts:
+        shards.add_shard(part)  # faiss's Python wrapper keeps the part alive as long as the whole
+    return shards
+
+
+def parts_of(index: faiss.Index) -> List[faiss.Index]:
+    if isinstance(index, faiss.IndexShards):
+        return [faiss.downcast_index(index.at(i)) for i in range(index.count())]
+    return [index]
 
 
 def lists_path(index_path) -> Path:
@@ -102,8 +135,9 @@ class FaissSearch:
     the stored vectors decide."""
 
     def __init__(self, index: faiss.Index, cfg: DataConfig, embeddings: np.ndarray = None):
-        if hasattr(index, "nprobe"):
-            index.nprobe = cfg.ivf_nprobe
+        for part in parts_of(index):
+            if hasattr(part, "nprobe"):
+                part.nprobe = cfg.ivf_nprobe
         self.index = self._on_gpu_if_possible(index, cfg)
         self.rerank = cfg.index_rerank if embeddings is not None else 0
         self.embeddings = embeddings

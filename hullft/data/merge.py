@@ -4,7 +4,8 @@
     pooltable-<seq>.npy     per row: domain code, offset, length (memory-mapped by a job)
     pool-<seq>.parquet      per row: domain, doc_id, start (read on demand: pool_keys)
     embeddings-<emb>.npy    per row: its embedding, in data.embedding_dtype
-    index-<index>.faiss     built from the embeddings read in chunks (index.py); IVF lists in a file beside it
+    index-<index>.faiss     built from the embeddings read in chunks (index.py); IVF lists in a file beside it;
+                            with data.index_part_rows, index-<index>-<i>of<n>.faiss, one per that many rows
 
 Rows are in unit order, so each file is written front to back, one unit at a time: memory holds one unit's
 columns (arrays, no Python object per row), whatever the number of rows.
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
+import faiss
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -26,7 +28,7 @@ from hullft.config import DataConfig
 from hullft.data import build
 from hullft.data.embeddings import EmbeddingFile, npy_header
 from hullft.data.files import intact
-from hullft.data.index import build_index, lists_path, read_index, write_index
+from hullft.data.index import add_rows, lists_path, part_bounds, trained_index, write_index
 from hullft.data.token_store import POOL_TABLE_DTYPE, token_dtype
 from hullft.errors import UserError
 
@@ -34,8 +36,15 @@ from hullft.errors import UserError
 def space_paths(keys: build.Keys) -> Dict[str, Path]:
     root = build.root()
     return {"tokens": root / f"tokens-{keys.seq}.bin", "table": root / f"pooltable-{keys.seq}.npy",
-            "sequences": root / f"pool-{keys.seq}.parquet", "embeddings": root / f"embeddings-{keys.emb}.npy",
-            "index": root / f"index-{keys.index}.faiss"}
+            "sequences": root / f"pool-{keys.seq}.parquet", "embeddings": root / f"embeddings-{keys.emb}.npy"}
+
+
+def index_files(keys: build.Keys, parts: int) -> List[Tuple[str, str, Path]]:
+    """Per index file: its name in the manifest, its lists file's name there (if it has one), its path."""
+    root = build.root()
+    if parts == 1:
+        return [("index", "lists", root / f"index-{keys.index}.faiss")]
+    return [(f"index-{i}", f"lists-{i}", root / f"index-{keys.index}-{i}of{parts}.faiss") for i in range(parts)]
 
 
 def merge(cfg: DataConfig, keys: build.Keys, vocab_size: int, dim: int) -> dict:
@@ -53,17 +62,34 @@ def merge(cfg: DataConfig, keys: build.Keys, vocab_size: int, dim: int) -> dict:
         files = _write_rows(units, paths, domains, token_dtype(vocab_size), dim, build.EMBEDDING_DTYPES[
             build._name(cfg.embedding_dtype)])
     embeddings = EmbeddingFile(paths["embeddings"])
-    files["index"] = build.cached(paths["index"], lambda: build_index(embeddings, cfg),
-                                  lambda index, tmp: write_index(index, tmp, paths["index"]), read_index)[1]
-    if lists_path(paths["index"]).exists():
-        files["lists"] = verified_digest(lists_path(paths["index"]))
+    files.update(_write_index(embeddings, cfg, keys))
     rows = embeddings.shape[0]
     manifest = {"keys": vars(keys), "files": files, "rows": rows, "dim": dim, "domains": domains,
                 "token_dtype": token_dtype(vocab_size).name, "embedding_dtype": build._name(cfg.embedding_dtype),
-                "units": n_units}
+                "units": n_units, "index_parts": len(part_bounds(rows, cfg))}
     with atomic_path(build.manifest_path(keys)) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
     return manifest
+
+
+def _write_index(embeddings: EmbeddingFile, cfg: DataConfig, keys: build.Keys) -> Dict[str, str]:
+    """The index files' digests, each file built from its rows if missing: trained once on a sample of all rows,
+    so the parts share a quantiser, and one part's codes in memory at a time."""
+    bounds = part_bounds(embeddings.shape[0], cfg)
+    trained = []
+
+    def build_part(start: int, stop: int) -> faiss.Index:
+        if not trained:
+            trained.append(trained_index(embeddings, cfg))
+        return add_rows(faiss.clone_index(trained[0]), embeddings, start, stop)
+
+    files = {}
+    for (name, lists, path), (start, stop) in zip(index_files(keys, len(bounds)), bounds):
+        files[name] = build.cached(path, lambda: build_part(start, stop), lambda index, tmp: write_index(index, tmp, path),
+                                   lambda p: lists_path(p).exists() and verified_digest(lists_path(p)))[1]
+        if lists_path(path).exists():
+            files[lists] = verified_digest(lists_path(path))
+    return files
 
 
 def _verified(paths: Dict[str, Path], names) -> Dict[str, str] | None:

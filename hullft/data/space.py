@@ -22,8 +22,8 @@ from hullft.cache import content_hash, verified_digest
 from hullft.config import DataConfig
 from hullft.data import build
 from hullft.data.embeddings import EmbeddingFile
-from hullft.data.index import lists_path, make_search, read_index
-from hullft.data.merge import space_paths
+from hullft.data.index import joined, lists_path, make_search, read_index
+from hullft.data.merge import index_files, space_paths
 from hullft.data.token_store import TokenStore
 
 
@@ -81,8 +81,11 @@ class DataSpace:
 def _load(cfg: DataConfig, keys: build.Keys) -> DataSpace:
     manifest = json.loads(build.manifest_path(keys).read_text())
     paths = space_paths(keys)
-    if "lists" in manifest["files"]:
-        paths["lists"] = lists_path(paths["index"])
+    indexes = index_files(keys, manifest.get("index_parts", 1))
+    for name, lists, path in indexes:
+        paths[name] = path
+        if lists in manifest["files"]:
+            paths[lists] = lists_path(path)
     for name, path in paths.items():
         if verified_digest(path) != manifest["files"].get(name):
             raise ValueError(f"{path.name} is not the file the manifest names")
@@ -93,7 +96,7 @@ def _load(cfg: DataConfig, keys: build.Keys) -> DataSpace:
     embeddings = EmbeddingFile(paths["embeddings"])
     if embeddings.shape != (len(pool), manifest["dim"]):
         raise ValueError(f"embeddings have shape {embeddings.shape}, expected {(len(pool), manifest['dim'])}")
-    index = read_index(paths["index"])
+    index = joined([read_index(path) for _, _, path in indexes])
     if index.ntotal != len(pool):
         raise ValueError(f"index holds {index.ntotal} rows, expected {len(pool)}")
     key = content_hash(queries_digest, manifest["files"])
