@@ -212,6 +212,8 @@ def test_units_take_their_sequences_from_the_chunk_stage_or_tokenise_again_alike
     assert f"unitseqs-{keys.seq}-0.parquet is damaged" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in built} == before
     assert not list(root.glob(f"unitseqs-{keys.seq}-*"))
+    stages.run_stage("chunk", cfg.data, keys, tokenizer, None)  # a build run again: embedded units are not tokenised
+    assert not list(root.glob(f"unitseqs-{keys.seq}-*"))
 
 
 def test_changed_corpus_file_rebuilds_documents(setup, tiny_overrides, tmp_path, pile_fixture):

@@ -263,6 +263,13 @@ def chunk_unit(cfg: DataConfig, keys: Keys, u: int, tokenizer) -> Path:
     return unit_sequences_path(keys, u)
 
 
+def _chunk_unless_kept(cfg: DataConfig, keys: Keys, u: int, tokenizer) -> None:
+    """The chunk stage's work on unit u: none once the unit's kept table is built (it holds all that later
+    stages need of the unit, and its sequences file is gone), so a build run again does not tokenise again."""
+    if not unit_paths(keys, u)[0].exists():
+        chunk_unit(cfg, keys, u, tokenizer)
+
+
 def plan(cfg: DataConfig, keys: Keys, tokenizer) -> Dict[str, sequences.Cutoff]:
     """Each domain's cutoff (sequences.py), from every unit's sequence keys; a unit already embedded has left
     its keys in its kept table, which holds every sequence the plan needs of it (those it keeps)."""
@@ -358,7 +365,7 @@ STAGES = {
     "scan": _parts_stage("scan", scan),
     "keep": _parts_stage("keep", kept_path),
     "documents": _documents_stage,
-    "chunk": _units_stage("chunk", lambda cfg, keys, u, tokenizer, embedder: chunk_unit(cfg, keys, u, tokenizer)),
+    "chunk": _units_stage("chunk", lambda cfg, keys, u, tokenizer, embedder: _chunk_unless_kept(cfg, keys, u, tokenizer)),
     "plan": _plan_stage,
     "embed": _units_stage("embed", embed_unit),
     "merge": _merge_stage,
