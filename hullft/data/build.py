@@ -365,7 +365,7 @@ STAGES = {
     "scan": _parts_stage("scan", scan),
     "keep": _parts_stage("keep", kept_path),
     "documents": _documents_stage,
-    "chunk": _units_stage("chunk", lambda cfg, keys, u, tokenizer, embedder: _chunk_unless_kept(cfg, keys, u, tokenizer)),
+    "chunk": _units_stage("chunk", lambda cfg, keys, u, tokenizer, _: _chunk_unless_kept(cfg, keys, u, tokenizer)),
     "plan": _plan_stage,
     "embed": _units_stage("embed", embed_unit),
     "merge": _merge_stage,

@@ -63,8 +63,6 @@ def load_json(path: Path):
     return json.loads(path.read_text())
 
 
-
-
 class RowGroupWriter:
     """A parquet file in row groups of `rows` rows, whatever sizes its tables come in: a reader parses every row
     group's metadata when it opens a file, so many small groups would make each open cost more as the corpus
