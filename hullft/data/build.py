@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import pandas as pd
@@ -210,10 +210,18 @@ def queries(cfg: DataConfig, keys: Keys, load: bool = True):
 # --- units: chunk, plan, embed ------------------------------------------------------------------------------
 
 @lru_cache(maxsize=4)
+def _opened(path: str, digest: str):
+    """The documents file opened (its footer parsed) once per process and version, and where each row group
+    starts: a job runs many units."""
+    f = pq.ParquetFile(path)
+    return f, np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
+
+
+@lru_cache(maxsize=4)
 def _unit_starts(path: str, digest: str, unit_docs: int) -> np.ndarray:
     """The documents file's row where each unit of `unit_docs` pool documents starts, then the file's end.
     Read a row group at a time, once per version of the file: memory holds a unit's start, not a document's."""
-    f = pq.ParquetFile(path)
+    f = _opened(path, digest)[0]
     starts, pool_seen, offset = [], 0, 0
     for g in range(f.num_row_groups):
         is_pool = pc.equal(f.read_row_group(g, columns=["split"]).column("split"), "pool").to_numpy(zero_copy_only=False)
@@ -223,27 +231,25 @@ def _unit_starts(path: str, digest: str, unit_docs: int) -> np.ndarray:
     return np.array(starts + [offset], dtype=np.int64)
 
 
-def unit_starts(cfg: DataConfig, keys: Keys) -> np.ndarray:
+def _documents_version(cfg: DataConfig, keys: Keys) -> Tuple[str, str]:
+    """(path, digest) of the documents file, built here if missing: the key of what is read from it."""
     path = documents_path(cfg, keys)
-    return _unit_starts(str(path), verified_digest(path), int(cfg.unit_docs))
+    return str(path), verified_digest(path)
+
+
+def unit_starts(cfg: DataConfig, keys: Keys) -> np.ndarray:
+    return _unit_starts(*_documents_version(cfg, keys), int(cfg.unit_docs))
 
 
 def unit_count(cfg: DataConfig, keys: Keys) -> int:
     return len(unit_starts(cfg, keys)) - 1
 
 
-@lru_cache(maxsize=4)
-def _opened(path: str, digest: str):
-    """The documents file opened (its footer parsed) once per process and version: a job runs many units."""
-    f = pq.ParquetFile(path)
-    return f, np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
-
-
 def unit_documents(cfg: DataConfig, keys: Keys, u: int) -> pd.DataFrame:
     """Unit u's pool documents, read from the row groups that hold them."""
-    starts = unit_starts(cfg, keys)
-    path = documents_path(cfg, keys)
-    f, bounds = _opened(str(path), verified_digest(path))
+    version = _documents_version(cfg, keys)
+    starts = _unit_starts(*version, int(cfg.unit_docs))
+    f, bounds = _opened(*version)
     first, last = (int(np.searchsorted(bounds, r, side="right")) - 1 for r in (starts[u], starts[u + 1] - 1))
     table = f.read_row_groups(list(range(first, last + 1))).slice(starts[u] - bounds[first], starts[u + 1] - starts[u])
     docs = table.to_pandas()
