@@ -18,8 +18,9 @@ class ModelKind(Enum):
 
 
 class DType(Enum):
+    auto = "auto"  # bf16 autocast where the hardware computes bf16 natively (CUDA; CPUs with avx512_bf16/AMX), else fp32
     fp32 = "fp32"
-    bf16 = "bf16"
+    bf16 = "bf16"  # autocast: matmuls in bf16, fp32 master weights and optimizer state
 
 
 @dataclass
@@ -29,7 +30,7 @@ class ModelConfig:
     hub_id: str = ""
     gguf_package: str = ""
     gguf_file: str = ""
-    dtype: DType = DType.fp32
+    dtype: DType = DType.auto
     device: str = "auto"
     # tiny models only
     n_layer: int = 2

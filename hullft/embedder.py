@@ -16,6 +16,7 @@ from transformers import AutoModel, AutoTokenizer
 from hullft.config import EmbedderConfig, EmbedderKind, EmbedderPrecision
 from hullft.errors import ConfigError
 from hullft.fused_encoder import fuse_dense_layers
+from hullft.hardware import native_bf16
 from hullft.models import ModelNotAvailable, resolve_device
 
 # Texts are embedded in batches of similar token counts: padding, and so the floating-point noise of each vector,
@@ -33,15 +34,6 @@ def _package_model_dir(package: str) -> Path:
         if f.name == "config.json" and f.parent.name == "model":
             return Path(f.locate()).parent
     raise ModelNotAvailable(f"no model/config.json inside the installed package {package}")
-
-
-def cpu_has_native_bf16() -> bool:
-    """avx512_bf16 or AMX: there bf16 matmuls run ~2.5x faster than fp32; without them, many times slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
@@ -67,8 +59,7 @@ def effective_precision(precision: EmbedderPrecision, device: torch.device) -> E
                            f"embedder.precision=auto or embedder.device=cpu"])
     if precision != EmbedderPrecision.auto:
         return precision
-    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else device.type == "cpu" and cpu_has_native_bf16()
-    return EmbedderPrecision.bf16 if native else EmbedderPrecision.fp32
+    return EmbedderPrecision.bf16 if native_bf16(device) else EmbedderPrecision.fp32
 
 
 class Embedder:

@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 
 from hullft.cache import cache_root, file_digest
 from hullft.config import DType, ModelConfig, ModelKind
+from hullft.hardware import native_bf16
 
 
 class ModelNotAvailable(RuntimeError):
@@ -41,6 +42,13 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device} but CUDA is not available here; use device=auto or cpu")
     return torch.device(device)
+
+
+def resolve_dtype(cfg: ModelConfig) -> DType:
+    """model.dtype with `auto` decided for the device the model runs on (hullft/hardware.py)."""
+    if cfg.dtype != DType.auto:
+        return cfg.dtype
+    return DType.bf16 if native_bf16(resolve_device(cfg.device)) else DType.fp32
 
 
 def synchronize(device: torch.device) -> None:
@@ -174,5 +182,5 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     model.to(device).train()
     model.config.use_cache = False
     context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 1024)
-    return LoadedModel(model=model, tokenizer=tokenizer, name=cfg.name, device=device, dtype=cfg.dtype,
+    return LoadedModel(model=model, tokenizer=tokenizer, name=cfg.name, device=device, dtype=resolve_dtype(cfg),
                        context_length=int(context), fingerprint=fingerprint)

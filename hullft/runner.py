@@ -28,7 +28,7 @@ from hullft.engine.finetune import FinetuneEngine
 from hullft.errors import ConfigError, UserError
 from hullft.jobs import stop_on_signals
 from hullft.loggers import make_logger
-from hullft.models import load_model
+from hullft.models import load_model, resolve_dtype
 from hullft.per_query import QueryRun, selector_name
 from hullft.records import RecordStore
 from hullft.validate import check_config, check_writable
@@ -108,6 +108,7 @@ def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "",
     """Checks first (nothing is written until the job is accepted), then the query loop."""
     check_config(cfg)
     check_writable(out_dir, "hydra.run.dir", out_dir / "wandb" if cfg.logger.wandb else None)
+    cfg.model.dtype = resolve_dtype(cfg.model)  # the precision used: in the hash, config.yaml and every record
     plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     store = RecordStore(out_dir, config_hash(plain))  # another config's directory is refused here
     selector = build_selector(cfg.selector)
@@ -191,7 +192,7 @@ def _query_loop(cfg, out_dir, group, name, plain, store, selector, method, loade
     base = BaseScoreCache(loaded, cfg.eval, forward)
     logger = make_logger(cfg.logger, plain, out_dir, group, name or out_dir.name)
     constant = {"model": loaded.name, "config_hash": store.config_hash, "data_key": store.data_key,
-                "git_sha": git_sha(), "device": str(loaded.device),
+                "git_sha": git_sha(), "device": str(loaded.device), "dtype": loaded.dtype.value,
                 "shard": int(cfg.shard), "num_shards": int(cfg.num_shards),
                 "process": f"{socket.gethostname()}:{os.getpid()}"}
     label = method.name

@@ -15,7 +15,7 @@ from hullft.methods.dynamic_eval import DynamicEval
 from hullft.methods.incontext import InContext
 from hullft.models import load_model
 from hullft.runner import run_job
-from hullft.scoring.bpb import prefix_token_id, score_text
+from hullft.scoring.bpb import prefix_token_id, query_windows, score_text
 from hullft.selection.multiset import Multiset
 
 METHODS = ["finetune", "incontext", "finetune+incontext", "dynamic_eval", "none"]
@@ -99,12 +99,21 @@ def dynamic(tiny, text, lr, steps, segment, window=1024):
         run.engine.reset()
 
 
+def _scored_per_window(tiny, text, window):
+    cfg = compose_config(["model=tiny", f"eval.window={window}"]).eval
+    return [w.targets for w in query_windows(tiny, text, cfg)[1]]
+
+
 @pytest.mark.parametrize("segment, window", [(1024, 1024), (16, 1024), (16, 40)])
 def test_dynamic_eval_with_lr_zero_is_the_base_score(tiny, segment, window):
     text = "Dynamic evaluation scores a segment first and learns from it afterwards. " * 3
     evaluation, _ = dynamic(tiny, text, lr=0.0, steps=2, segment=segment, window=window)
     base = score_text(tiny, text, run_for(tiny, text, [f"eval.window={window}"]).cfg.eval)
-    assert evaluation.training.opt_steps > 0
+    segments = sum(-(-len(w) // segment) for w in _scored_per_window(tiny, text, window))
+    if segments == 1:  # nothing is scored after the only segment: no step is taken
+        assert evaluation.training is None
+    else:
+        assert evaluation.training.opt_steps == 2 * (segments - 1)
     if segment >= window:  # one forward per window, as the static scorer: bit for bit
         assert evaluation.score.nll_nats == base.nll_nats
     else:  # the same logits from shorter forwards: equal to float rounding
@@ -125,6 +134,7 @@ def test_dynamic_eval_never_scores_a_token_it_has_trained_on(tiny):
     sep = prefix_token_id(tiny.tokenizer, compose_config(["model=tiny"]).eval.prefix_token)
     engine = FinetuneEngine(tiny, OmegaConf.to_object(compose_config(["model=tiny", "engine.lr=1e-2"]).engine))
     assert len(tokens) == 192 and len(adapted) == len(base) == 6
+    assert evaluation.training.opt_steps == steps * (len(adapted) - 1)  # none after the last segment
     for k in range(len(adapted)):
         engine.reset()
         for done in range(segment, segment * k + 1, segment):

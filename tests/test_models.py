@@ -126,9 +126,10 @@ def test_embedder_precision_auto_follows_the_cpu(monkeypatch, native, expected):
     import torch
 
     from hullft import embedder as embedder_module
+    from hullft import hardware
     from hullft.config import EmbedderPrecision
 
-    monkeypatch.setattr(embedder_module, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
     assert embedder_module.effective_precision(EmbedderPrecision.auto, cpu).value == expected
     assert embedder_module.effective_precision(EmbedderPrecision.fp32, cpu) == EmbedderPrecision.fp32

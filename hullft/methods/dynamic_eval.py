@@ -4,7 +4,8 @@ The query's scoring windows (the same as every method's) are cut into segments o
 Each segment is scored first, with the context its tokens have in their window (a forward over the window's
 inputs up to the segment's end), and then the engine takes `steps` optimizer steps (its optimizer and
 settings, a fresh optimizer state per segment as for any engine call) on the last `data.max_length` query
-tokens scored so far. So every token is scored before any step has seen it. The weights are reset after the
+tokens scored so far, except after the last segment (nothing is scored after it). So every token is scored
+before any step has seen it. The weights are reset after the
 query, as after any method. `t_eval` is the scoring, `t_finetune` the training in between.
 """
 from __future__ import annotations
@@ -62,6 +63,7 @@ class DynamicEval:
         tokens, windows, n_bytes = query_windows(loaded, run.query.text, run.cfg.eval)
         forward, train_length = eager_logits(loaded), run.cfg.data.max_length
         training, scoring, done, forwarded, self.segment_nll = [], 0.0, 0, [], []
+        total = sum(len(w.targets) for w in windows)
         for w in windows:
             offset = len(w.inputs) - len(w.targets)  # where the window's scored positions start
             for start in range(0, len(w.targets), self.segment):
@@ -77,7 +79,7 @@ class DynamicEval:
                 forwarded.append(len(segment.inputs))
                 done += end - start
                 seen = tokens[max(0, done - train_length):done]
-                if self.steps and len(seen) >= 2:
+                if self.steps and len(seen) >= 2 and done < total:  # nothing is scored after the last segment
                     training.append(engine.finetune([seen], [self.steps]))
         score = Score(sum(self.segment_nll), done, n_bytes, scoring, forwarded=sum(forwarded),
                       token_pairs=sum(t * t for t in forwarded))

@@ -8,7 +8,9 @@ Writes
   with its % of the base model's byte-weighted BPB;
 - paired.csv/.md: each arm (a selector under finetuning, or method/selector) against each other on the same
   queries (same domain, n and query; the n=0 arms, none and dynamic_eval, against every n): mean difference of
-  BPB% +- standard error, and the share of queries the first one wins (ties count half);
+  BPB% +- standard error, its 95% interval (a seeded bootstrap over queries, stratified by domain), whether
+  that interval excludes zero (`resolved`), the queries that would resolve a difference of its size at its
+  spread (hullft/report/intervals.py), and the share of queries the first one wins (ties count half);
 - points.csv/.md (one point per configuration: mean BPB% against mean wall-clock per query, Pareto front
   marked) and pareto.png;
 - sigma.csv/.md and sigma.png: how well the posterior sigma predicts the gain (hullft/report/sigma_gain.py).
@@ -32,6 +34,7 @@ from pyarrow import ArrowException  # noqa: E402
 
 from hullft.errors import UserError, one_line_errors  # noqa: E402
 from hullft.records import read_jsonl  # noqa: E402
+from hullft.report.intervals import summarize_difference  # noqa: E402
 from hullft.report.sigma_gain import sigma_plot, sigma_table  # noqa: E402
 
 
@@ -116,7 +119,7 @@ def paired_table(records: pd.DataFrame) -> pd.DataFrame:
     compared at the same setting (n); those that select nothing (n=0: none, dynamic_eval) against every arm at
     every n."""
     rows = []
-    records = _with_overall(with_settings(records)).assign(arm=arm)
+    records = _with_overall(with_settings(records).assign(stratum=records.domain)).assign(arm=arm)
     for domain, in_domain in records.groupby("domain"):
         anchors = in_domain[in_domain.n == 0]
         for setting, group in in_domain[in_domain.n > 0].groupby("setting"):
@@ -124,11 +127,12 @@ def paired_table(records: pd.DataFrame) -> pd.DataFrame:
                      if not {row["a"], row["b"]} <= set(anchors.arm)]  # anchors against each other: once, at n=0
         if anchors.setting.nunique():
             rows += _pairs(domain, "n=0", anchors)
-    return pd.DataFrame(rows, columns=["domain", "setting", "a", "b", "queries", "diff_pct", "se", "a_wins"])
+    return pd.DataFrame(rows, columns=["domain", "setting", "a", "b", "queries", "diff_pct", "se", "ci_lo", "ci_hi",
+                                       "resolved", "queries_needed", "a_wins"])
 
 
 def _pairs(domain: str, setting: str, group: pd.DataFrame) -> list:
-    per_query = group.pivot_table(index="query_id", columns="arm", values="bpb_pct", aggfunc="mean")
+    per_query = group.pivot_table(index=["stratum", "query_id"], columns="arm", values="bpb_pct", aggfunc="mean")
     names, rows = sorted(per_query.columns), []
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -138,6 +142,7 @@ def _pairs(domain: str, setting: str, group: pd.DataFrame) -> list:
             diff = both[a] - both[b]
             rows.append({"domain": domain, "setting": setting, "a": a, "b": b, "queries": len(diff),
                          "diff_pct": diff.mean(), "se": _se(diff),
+                         **summarize_difference(diff.values, diff.index.get_level_values("stratum")),
                          "a_wins": float(((diff < 0) + 0.5 * (diff == 0)).mean())})
     return rows
 
@@ -226,7 +231,8 @@ def main(argv=None) -> None:
     print(overall.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     paired = paired_table(records).query("domain == 'ALL'").drop(columns="domain")
     if len(paired):
-        print("\npaired, all domains (diff = a - b in BPB%; a_wins = share of queries where a is lower):")
+        print("\npaired, all domains (diff = a - b in BPB%, 95% bootstrap interval; a_wins = share of queries where "
+              "a is lower; queries_needed: to resolve an unresolved difference of its size with 80% power):")
         print(paired.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     sigma = sigma_table(with_settings(records))
     if len(sigma):
