@@ -49,17 +49,18 @@ test: install
 # failures (each sweep lists its own). ARGS adds overrides (a test runs this very target on the tiny model).
 PRESET ?= $(if $(filter gpu,$(FAISS)),headline_gpu,headline)
 INCONTEXT ?= nn,sift
-RIVALS = "method=incontext selector=$(INCONTEXT)" "method=dynamic_eval,none selector=nn checkpoints=[]"
+ANCHORS ?= dynamic_eval,none
+RIVALS = "method=incontext selector=$(INCONTEXT)" "method=$(ANCHORS) selector=nn checkpoints=[]"
 reproduce: install
 	@failed=0; for rivals in "" $(RIVALS); do \
 	  $(PY) $(ROOT)run.py -m +experiments=$(PRESET) $$rivals $(ARGS) || failed=1; done; \
 	$(PY) -m hullft.report multirun/$(PRESET) --out results/$(PRESET) || exit 1; \
 	if [ $$failed -ne 0 ]; then echo "reproduce: the sweeps' failed jobs are listed above; results/$(PRESET) was written from the jobs that finished" >&2; exit 1; fi
 
-# Finetune, read, or neither: finetuning (nn, sift_exact, hullft) against in-context reading (nn, sift_exact),
-# dynamic evaluation and the base model at n = 2, 4, 8, 3 queries per domain (~70 min on 2 cores)
+# The front sized to its noise: finetuning (nn, sift_exact, hullft) against in-context reading (nn) and the base
+# model at n = 2, 4, 8, 23 queries per domain (207; several hours on 2 cores: rerun it to resume where it stopped)
 methods:
-	@$(MAKE) --no-print-directory reproduce PRESET=methods INCONTEXT=nn,sift_exact
+	@$(MAKE) --no-print-directory reproduce PRESET=methods INCONTEXT=nn ANCHORS=none
 
 report: install
 	$(PY) -m hullft.report $(or $(DIRS),multirun outputs) --out results/report

@@ -130,6 +130,7 @@ class EngineConfig:
     seed: int = 0
     cuda_graphs: str = "auto"              # auto (on where CUDA is) | true | false; see hullft/engine/cuda_graphs.py
     bucket: int = 128                      # captured steps pad each sequence to the next multiple of this
+    compile: str = "auto"                  # auto (bf16 CPU jobs whose steps pay for it) | true | false; hullft/engine/compiled.py
 
 
 class Protocol(Enum):

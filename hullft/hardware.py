@@ -6,6 +6,17 @@ from pathlib import Path
 import torch
 
 
+def cpu_name() -> str:
+    """The CPU's model name (every timing names its CPU); "unknown" where /proc/cpuinfo does not say."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def cpu_has_native_bf16() -> bool:
     """avx512_bf16 or AMX: there bf16 matmuls run ~2.5-9x faster than fp32; without them, many times slower."""
     try:

@@ -36,7 +36,8 @@ COLUMNS = {"query_id": "string", "domain": "string", "method": "string", "select
            "bpb_base": "float64", "bpb": "float64", "bpb_pct": "float64", "t_retrieve": "float64",
            "t_select": "float64", "t_finetune": "float64", "t_eval": "float64", "t_total": "float64",
            "diverged": "bool", "model": "string", "config_hash": "string", "data_key": "string",
-           "git_sha": "string", "device": "string", "dtype": "string"}
+           "git_sha": "string", "device": "string", "cpu": "string", "dtype": "string",
+           "compiled": "bool"}
 
 
 def strict_json(record: Dict) -> str:

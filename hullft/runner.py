@@ -28,6 +28,7 @@ from hullft.engine.finetune import FinetuneEngine
 from hullft.errors import ConfigError, UserError
 from hullft.jobs import stop_on_signals
 from hullft.loggers import make_logger
+from hullft.hardware import cpu_name
 from hullft.models import load_model, resolve_dtype
 from hullft.per_query import QueryRun, selector_name
 from hullft.records import RecordStore
@@ -85,11 +86,13 @@ def job_files(out_dir: Path, plain: Dict, overrides: Sequence[str]):
 
 
 def pick_queries(space: DataSpace, cfg: DictConfig, sharded: bool = True) -> pd.DataFrame:
-    """queries_per_domain held-out documents per domain, chosen by query_seed; then this job's shard."""
+    """queries_per_domain held-out documents per domain, chosen by query_seed, in rounds over the domains (each
+    domain's first query, then each one's second, ...: a run stopped early has scored every domain alike); then
+    this job's shard."""
     q = space.queries
     q = q.assign(order=[unit_hash(cfg.query_seed, "query", d) for d in q.doc_id])
     q = q.sort_values(["domain", "order"]).groupby("domain", group_keys=False).head(cfg.queries_per_domain)
-    q = q.reset_index(drop=True)
+    q = q.assign(round=q.groupby("domain").cumcount()).sort_values(["round", "domain"]).reset_index(drop=True)
     return space.with_text(q.iloc[cfg.shard::cfg.num_shards]) if sharded else q
 
 
@@ -186,20 +189,21 @@ def _query_loop(cfg, out_dir, group, name, plain, store, selector, method, loade
         store.write_parquet()
         return store.frame()
     log.info("%d queries (%d already done) in %s", len(queries), queries.doc_id.isin(store.done).sum(), out_dir)
-    engine = FinetuneEngine(loaded, cfg.engine)
+    left = int((~queries.doc_id.isin(store.done)).sum())
+    engine = FinetuneEngine(loaded, cfg.engine, expected_steps=left * cfg.budget if method.trains else 0)
     warm_up(engine, loaded, cfg, queries.text.iloc[0])
     forward = scoring_forward(engine, cfg)
     base = BaseScoreCache(loaded, cfg.eval, forward)
     logger = make_logger(cfg.logger, plain, out_dir, group, name or out_dir.name)
     constant = {"model": loaded.name, "config_hash": store.config_hash, "data_key": store.data_key,
-                "git_sha": git_sha(), "device": str(loaded.device), "dtype": loaded.dtype.value,
+                "git_sha": git_sha(), "device": str(loaded.device), "cpu": cpu_name(), "dtype": loaded.dtype.value,
+                "compiled": engine.compiled,
                 "shard": int(cfg.shard), "num_shards": int(cfg.num_shards),
                 "process": f"{socket.gethostname()}:{os.getpid()}"}
     label = method.name
     if method.retrieves:
         label += f" {selector_name(selector)} n={cfg.budget}" + ("" if cfg.alpha is None else f" alpha={cfg.alpha}")
     block = max(1, min(CLAIM_BLOCK, CANDIDATE_BYTES // (cfg.k * space.embeddings.shape[1] * 4)))
-    left = int((~queries.doc_id.isin(store.done)).sum())
     with tqdm(total=left, desc=f"TTFT {label}", unit="query", file=sys.stderr) as progress, Claims(out_dir) as claims:
         try:
             held = _run_claimed_blocks(store, claims, queries, block, progress, constant, logger,

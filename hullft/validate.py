@@ -20,6 +20,7 @@ from hullft.config import (ByteCount, Config, CorpusKind, DataConfig, EmbedderCo
 from hullft.data.corpus import DOMAINS
 from hullft.data.jsonl import corpus_path_problems
 from hullft.engine.finetune import graphs_wanted
+from hullft.engine.compiled import compile_wanted
 from hullft.errors import ConfigError
 
 GROUP_SCHEMAS = {"model": ModelConfig, "embedder": EmbedderConfig, "data": DataConfig, "engine": EngineConfig,
@@ -85,6 +86,7 @@ RULES = [
     ("engine.lora_alpha", _finite(0, True), "finite and > 0", "engine.lora_alpha=32"),
     ("engine.bucket", _int_at_least(1), "a positive number of tokens", "engine.bucket=128"),
     ("engine.cuda_graphs", lambda v: _accepted_by(graphs_wanted, v), "auto, true or false", "engine.cuda_graphs=auto"),
+    ("engine.compile", lambda v: _accepted_by(compile_wanted, v), "auto, true or false", "engine.compile=auto"),
     ("eval.window", _int_at_least(1), "at least one token per scoring window", "eval.window=1024"),
     ("embedder.max_tokens", _int_at_least(1), "a positive number of tokens", "embedder.max_tokens=256"),
     ("embedder.batch_size", _int_at_least(1), "a positive batch size", "embedder.batch_size=64"),

@@ -1,7 +1,8 @@
 """The shared finetune engine: one optimizer step per multiset element, Gradient Reuse, bit-exact reset.
 
 The engine sees token sequences and their multiplicities, never how they were chosen. How a step runs
-(eager calls, or replayed CUDA graphs on a GPU) is `self.steps`: see train_steps.py and cuda_graphs.py.
+(eager calls, a compiled model on a CPU, or replayed CUDA graphs on a GPU) is `self.steps`: see train_steps.py,
+compiled.py and cuda_graphs.py.
 
 Gradient Reuse (refresh interval r): a fresh forward/backward runs on the first of every r consecutive
 steps on the same sequence; the steps in between apply the optimizer again with the gradient that is
@@ -20,6 +21,7 @@ from typing import Callable, List, Optional, Sequence
 import torch
 
 from hullft.config import EngineConfig, StepOrder
+from hullft.engine.compiled import CompiledSteps, why_not_compiled
 from hullft.engine.cuda_graphs import CapturedSteps, why_not_captured
 from hullft.models import LoadedModel, synchronize
 from hullft.engine.train_steps import EagerSteps
@@ -35,7 +37,7 @@ class FinetuneResult:
     mean_loss: float     # mean training loss over the fresh passes
     tokens: int          # real tokens run through forward/backward (padding not counted)
     seconds: float
-    capture_seconds: float = 0.0  # CUDA-graph capture done before this query's steps (not in `seconds`)
+    capture_seconds: float = 0.0  # compiling or CUDA-graph capture done before this query's steps (not in `seconds`)
     token_pairs: int = 0          # sum over passes of length squared (attention's cost; see hullft/flops.py)
 
 
@@ -72,7 +74,9 @@ def graphs_wanted(setting) -> Optional[bool]:
 
 
 class FinetuneEngine:
-    def __init__(self, loaded: LoadedModel, cfg: EngineConfig, emulate_graphs: bool = False):
+    """`expected_steps`: the optimizer steps the job expects to take, from which engine.compile=auto decides."""
+
+    def __init__(self, loaded: LoadedModel, cfg: EngineConfig, emulate_graphs: bool = False, expected_steps: int = 0):
         if cfg.refresh_interval < 1 or cfg.batch_size < 1 or cfg.bucket < 1:
             raise ValueError("engine.refresh_interval, engine.batch_size and engine.bucket must be >= 1")
         self.cfg = cfg
@@ -82,22 +86,34 @@ class FinetuneEngine:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.state = list(self.model.parameters()) + list(self.model.buffers())
         self.snapshot = [t.detach().clone() for t in self.state]  # on the device, made once
-        self.steps = self._make_steps(emulate_graphs)
+        self.steps = self._make_steps(emulate_graphs, expected_steps)
         self.reset()
 
     @property
     def captured(self) -> bool:
         return isinstance(self.steps, CapturedSteps)
 
-    def _make_steps(self, emulate: bool):
+    @property
+    def compiled(self) -> bool:
+        return isinstance(self.steps, CompiledSteps)
+
+    def _make_steps(self, emulate: bool, expected_steps: int):
         args = (self.model, self.params, self.cfg, self.loaded.dtype, self.device)
         wanted = graphs_wanted(self.cfg.cuda_graphs)
         why = None if emulate else why_not_captured(self.cfg, self.device)
-        if wanted is False or why:
-            if why and (wanted or self.device.type == "cuda"):
-                log.warning("engine.cuda_graphs=%s: training steps run eagerly: %s", self.cfg.cuda_graphs, why)
-            return EagerSteps(*args)
-        return CapturedSteps(*args, context=self.loaded.context_length, emulate=emulate)
+        if wanted is not False and not why:
+            return CapturedSteps(*args, context=self.loaded.context_length, emulate=emulate)
+        if why and (wanted or self.device.type == "cuda"):
+            log.warning("engine.cuda_graphs=%s: training steps run eagerly: %s", self.cfg.cuda_graphs, why)
+        not_compiled = why_not_compiled(self.cfg.compile, self.loaded.fingerprint, self.loaded.dtype, self.device,
+                                        expected_steps, self.cfg.batch_size)
+        if not_compiled is None:
+            return CompiledSteps(*args, fingerprint=self.loaded.fingerprint)
+        if self.cfg.compile is True or str(self.cfg.compile).lower() == "true":
+            log.warning("engine.compile=true: training steps run eagerly: %s", not_compiled)
+        else:
+            log.info("training steps run eagerly: %s", not_compiled)
+        return EagerSteps(*args)
 
     def _with_lora(self, model):
         from peft import LoraConfig, get_peft_model

@@ -1,9 +1,10 @@
 """The two operations the engine's step loop is made of: a forward/backward pass and an optimizer step.
 
-`EagerSteps` runs them as plain calls (CPU, or CUDA without graphs); `hullft.cuda_graphs.CapturedSteps`
-replays them as CUDA graphs. Both keep the same protocol:
+`EagerSteps` runs them as plain calls (CPU, or CUDA without graphs); `compiled.CompiledSteps` runs the
+forward/backward through torch.compile (CPU); `cuda_graphs.CapturedSteps` replays them as CUDA graphs. All keep
+the same protocol:
 
-    steps.prepare(lengths) -> seconds   # one-off work before a query's timed steps (graph capture)
+    steps.prepare(lengths) -> seconds   # one-off work before a query's timed steps (compile, graph capture)
     steps.begin()                       # a fresh optimizer state for this query
     steps.forward_backward(seqs) -> (loss, grad_norm)
     steps.optimizer_step()
@@ -65,6 +66,7 @@ def padded(sequence: Sequence[int], length: int) -> Tuple[torch.Tensor, torch.Te
 class EagerSteps:
     def __init__(self, model, params, cfg: EngineConfig, dtype: DType, device: torch.device):
         self.model, self.params, self.cfg, self.dtype, self.device = model, params, cfg, dtype, device
+        self.forward_model = model  # what forward/backward calls (CompiledSteps: the compiled model)
         self.optimizer = None
 
     def prepare(self, lengths: Sequence[int]) -> float:
@@ -92,7 +94,7 @@ class EagerSteps:
         for p in self.params:
             p.grad = None
         ids, mask, labels = self._batch(sequences)
-        loss, norm = loss_and_gradients(self.model, ids, mask, labels, self.params, self.dtype,
+        loss, norm = loss_and_gradients(self.forward_model, ids, mask, labels, self.params, self.dtype,
                                         self.cfg.max_grad_norm)
         loss, norm = torch.stack([loss.float(), norm.float()]).tolist()  # one device sync
         return loss, norm
