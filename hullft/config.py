@@ -85,8 +85,8 @@ class DataConfig:
     min_length: int = 16            # shorter chunks are dropped
     max_doc_chars: int = 4000       # longer sources are cut into documents at line breaks
     query_fraction: float = 0.1     # share of sources held out as query documents
-    max_pool_per_domain: int = 1500
-    max_docs_per_domain: int = 4000
+    max_pool_per_domain: int = 1000
+    max_docs_per_domain: int = 1200
     max_docs_per_source: int = 10    # a huge file (one 2 MB copyright file) must not fill a domain
     seed: int = 0
     index: str = "flat"             # flat | ivf | hnsw | any faiss index_factory string, e.g. IVF65536_HNSW32,PQ64
@@ -178,7 +178,7 @@ class Config:
     logger: LoggerConfig = MISSING
     selector: Any = MISSING
     method: Any = MISSING
-    budget: int = 8               # n: optimizer steps (multiset size) per query; the cap where alpha is set
+    budget: int = 4               # n: optimizer steps (multiset size) per query; the cap where alpha is set
     k: int = 200                  # faiss pre-selection size
     llambda: float = 0.2          # noise variance of the surrogate GP (sift, sift_exact, us and sigma)
     alpha: Optional[float] = None  # adaptive budget: the largest n <= budget with alpha * n * sigma_n <= 1

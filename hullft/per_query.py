@@ -106,7 +106,7 @@ class QueryRun:
                      "n=%d (a near-tie broken another way); n=%d is trained on its own", self.query.doc_id,
                      selector_name(self.selector), m, m, self.cfg.budget, m)
             return selection, seconds, False
-        if self._plan_rows(selection) != self._plan_rows(full)[:m]:
+        if self.method.trains and self._plan_rows(selection) != self._plan_rows(full)[:m]:  # step order matters to training only
             raise UserError(f"checkpoints={list(self.cfg.checkpoints)}: with engine.order={self.cfg.engine.order.value} "
                             f"the {m}-step plan is not the first {m} steps of the budget's (repeats are trained "
                             f"together); use engine.order=as_selected")

@@ -105,3 +105,30 @@ def test_a_greedy_selector_whose_prefix_breaks_gets_its_checkpoint_run_alone(tmp
         mine = curve[curve.n == n].set_index("query_id").loc[alone.index]
         np.testing.assert_allclose(mine.bpb, alone.bpb, rtol=1e-6)
         pd.testing.assert_frame_equal(mine[CHECK], alone[CHECK], check_dtype=False)
+
+
+class RepeatingGreedy:
+    """A greedy selector whose picks repeat rows out of order: grouped steps are then not the picks' prefix."""
+    name = "repeating_greedy"
+    greedy = True
+    PICKS = [0, 1, 0, 2, 0, 1, 2, 0]
+
+    def select(self, query, candidates, n):
+        from hullft.selection.multiset import Multiset
+
+        return Multiset.from_picks(self.PICKS[:n])
+
+
+@pytest.mark.parametrize("method, refused", [("finetune", True), ("incontext", False)])
+def test_step_order_is_checked_only_for_methods_that_train(tmp_path, tiny_overrides, monkeypatch, method, refused):
+    """In-context reading trains nothing: its checkpoints never depend on engine.order (a false refusal before)."""
+    from hullft.errors import UserError
+
+    args = [*tiny_overrides, "queries_per_domain=1", "k=20", "engine.order=grouped", "budget=8",
+            "checkpoints=[2,4]", f"method={method}"] + (["method.context_tokens=128"] if method == "incontext" else [])
+    if refused:
+        with pytest.raises(UserError, match="use engine.order=as_selected"):
+            _job_with_selector(monkeypatch, RepeatingGreedy(), args, tmp_path / method)
+    else:
+        records = _job_with_selector(monkeypatch, RepeatingGreedy(), args, tmp_path / method)
+        assert sorted(records.n.unique()) == [2, 4, 8]

@@ -28,3 +28,39 @@ def test_headline_experiment_compares_the_four_selectors():
         cfg = compose(config_name="config", overrides=["+experiments=headline"], return_hydra_config=True)
     assert set(cfg.hydra.sweeper.params.selector.split(",")) == {"hullft", "sift", "nn", "us"}
     assert cfg.tag == "headline"
+
+
+# Keys whose value names which option a file is (its identity), not a default the schema could state.
+IDENTITY = {"name", "kind", "hub_id", "gguf_package", "gguf_file", "package"}
+
+
+def _schema_defaults(cls) -> dict:
+    import dataclasses
+
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = getattr(f.default, "value", f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def test_the_schema_and_the_yaml_tree_state_the_same_defaults():
+    """Each default stated once in effect: the structured config's defaults equal conf/config.yaml's top-level
+    keys and, key by key, what each group's default option sets (its identity keys aside)."""
+    import yaml
+
+    from hullft.config import Config, DataConfig, EmbedderConfig, EngineConfig, EvalConfig, LoggerConfig, ModelConfig
+
+    top = yaml.safe_load((REPO / "conf" / "config.yaml").read_text())
+    schema = _schema_defaults(Config)
+    assert {k: top[k] for k in schema if k in top} == {k: schema[k] for k in schema if k in top}
+    chosen = {k: v for d in top["defaults"] if isinstance(d, dict) for k, v in d.items()}
+    for group, cls in [("model", ModelConfig), ("embedder", EmbedderConfig), ("data", DataConfig),
+                       ("engine", EngineConfig), ("eval", EvalConfig), ("logger", LoggerConfig)]:
+        option = yaml.safe_load((REPO / "conf" / group / f"{chosen[group]}.yaml").read_text())
+        defaults = _schema_defaults(cls)
+        differ = {k: (option[k], defaults[k]) for k in option if k in defaults and k not in IDENTITY
+                  and option[k] != defaults[k]}
+        assert not differ, f"conf/{group}/{chosen[group]}.yaml and hullft/config.py disagree: {differ}"

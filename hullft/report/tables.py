@@ -34,6 +34,7 @@ from pyarrow import ArrowException  # noqa: E402
 
 from hullft.errors import UserError, one_line_errors  # noqa: E402
 from hullft.records import read_jsonl  # noqa: E402
+from hullft.report.configurations import with_configurations  # noqa: E402
 from hullft.report.intervals import summarize_difference  # noqa: E402
 from hullft.report.sigma_gain import sigma_plot, sigma_table  # noqa: E402
 
@@ -44,9 +45,9 @@ def load_records(paths: Iterable[str | Path]) -> pd.DataFrame:
         files += [p] if p.is_file() else sorted(p.rglob("records.parquet"))
     if not files:
         raise FileNotFoundError(f"no records.parquet under {[str(p) for p in paths]}; run `python run.py` first")
-    df = pd.concat([_read_records(f) for f in files], ignore_index=True)
-    # the same query of the same config measured twice (a rerun copied elsewhere): keep one
-    keys = ["config_hash", "query_id"] + (["n"] if "n" in df else [])  # checkpoints: several n per query
+    df = with_configurations([_read_records(f) for f in files], files)
+    # the same query of the same configuration measured twice (a rerun elsewhere, another tag): keep one
+    keys = ["config_id", "query_id"] + (["n"] if "n" in df else [])  # checkpoints: several n per query
     return df.drop_duplicates(keys, keep="last").reset_index(drop=True)
 
 
@@ -58,7 +59,9 @@ def with_settings(records: pd.DataFrame) -> pd.DataFrame:
     setting = np.where(fixed, "n=" + records.n.astype(int).astype(str),
                        "alpha=" + alpha.map("{:g}".format) + " n<=" + budget.astype(int).astype(str))
     method = records["method"].fillna("finetune") if "method" in records else "finetune"  # older records
-    return records.assign(setting=setting, order=np.where(fixed, records.n, budget + 0.5), method=method)
+    label = records["label"].fillna("") if "label" in records else ""
+    return records.assign(setting=setting, order=np.where(fixed, records.n, budget + 0.5), method=method,
+                          label=label)
 
 
 REQUIRED = ["query_id", "domain", "selector", "n", "bpb_pct", "t_total", "config_hash"]
@@ -97,21 +100,24 @@ def _byte_weighted(group: pd.DataFrame) -> pd.Series:
 
 
 def domain_table(records: pd.DataFrame) -> pd.DataFrame:
-    keys = ["domain", "method", "selector", "setting"]
+    keys = ["domain", "method", "selector", "label", "setting"]
     groups = _with_overall(with_settings(records)).groupby(keys)
     table = groups.agg(n=("n", "mean"), bpb_pct=("bpb_pct", "mean"), se=("bpb_pct", _se),
                        queries=("bpb_pct", "size"), t_total=("t_total", "mean"), order=("order", "first"))
     weighted = groups[[c for c in ("nll_nats", "nll_nats_base", "query_bytes", "query_bytes_base")
                        if c in records]].apply(_byte_weighted)
-    table = table.join(weighted).reset_index().sort_values(["domain", "method", "selector", "order"])
-    return table.drop(columns="order").reset_index(drop=True)
+    table = table.join(weighted).reset_index().sort_values(["domain", "method", "selector", "label", "order"])
+    table = table.drop(columns="order").reset_index(drop=True)
+    return table if table.label.astype(bool).any() else table.drop(columns="label")
 
 
 def arm(records: pd.DataFrame) -> pd.Series:
     """What a record's BPB% is compared by: `selector` for finetuning, `method/selector` for the others, the
-    method alone where nothing is selected (none, dynamic_eval)."""
+    method alone where nothing is selected (none, dynamic_eval); then the configuration's label, if any."""
     other = np.where(records.selector == "none", records.method, records.method + "/" + records.selector)
-    return np.where(records.method == "finetune", records.selector, other)
+    name = pd.Series(np.where(records.method == "finetune", records.selector, other), index=records.index)
+    label = records["label"] if "label" in records else pd.Series("", index=records.index)
+    return name.where(label == "", name + " " + label)
 
 
 def paired_table(records: pd.DataFrame) -> pd.DataFrame:
@@ -161,7 +167,8 @@ def summarize(records: pd.DataFrame) -> pd.DataFrame:
     records = with_settings(records)
     records = records.assign(**{c: np.nan for c in ("t_eval", "eval_flops", "train_flops") if c not in records})
     records = records.assign(gflops=(records.eval_flops + records.train_flops) / 1e9)
-    points = (records.groupby(["method", "selector", "setting", "refresh_interval", "config_hash"])
+    records = records.assign(config_id=records["config_id"] if "config_id" in records else records.config_hash)
+    points = (records.groupby(["method", "selector", "label", "setting", "refresh_interval", "config_id"])
               .agg(n=("n", "mean"), bpb_pct=("bpb_pct", "mean"), se=("bpb_pct", _se), t_total=("t_total", "mean"),
                    t_select=("t_select", "mean"), t_finetune=("t_finetune", "mean"), t_eval=("t_eval", "mean"),
                    gflops=("gflops", "mean"), fwd_bwd=("fwd_bwd", "mean"), queries=("bpb_pct", "size"))
@@ -174,14 +181,16 @@ MARKERS = {"finetune": "o", "incontext": "s", "finetune+incontext": "D", "dynami
 
 
 def pareto_plot(points: pd.DataFrame, path: Path) -> Path:
-    """Colour: the selector; marker (and line style): the method."""
+    """Colour: the selector (and the configuration's label); marker (and line style): the method."""
     fig, ax = plt.subplots(figsize=(8, 5))
-    colours = {name: f"C{i}" for i, name in enumerate(sorted(points.selector.unique()))}
-    for (method, name), group in points.groupby(["method", "selector"]):
+    arms = sorted(set(zip(points.selector, points.label)))  # configurations of one selector apart by colour too
+    colours = {a: f"C{i % 10}" for i, a in enumerate(arms)}
+    for (method, name, extra), group in points.groupby(["method", "selector", "label"]):
         group = group.sort_values("t_total")
         label = name if method == "finetune" else f"{method}/{name}" if name != "none" else method
+        label = f"{label} {extra}".strip()
         ax.errorbar(group.t_total, group.bpb_pct, yerr=group.se.fillna(0), marker=MARKERS.get(method, "x"),
-                    color=colours[name], linestyle="-" if method == "finetune" else ":", capsize=3, label=label,
+                    color=colours[name, extra], linestyle="-" if method == "finetune" else ":", capsize=3, label=label,
                     markersize=9 if method == "none" else 6)
         for row in group.itertuples():
             ax.annotate(row.setting, (row.t_total, row.bpb_pct), textcoords="offset points", xytext=(4, 4),
@@ -210,7 +219,8 @@ def write_report(records: pd.DataFrame, out: Path) -> None:
     points.to_csv(out / "points.csv", index=False)
     (out / "table.md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
     (out / "paired.md").write_text(paired.to_markdown(index=False, floatfmt=".3f") + "\n")
-    (out / "points.md").write_text(points.drop(columns="config_hash").to_markdown(index=False, floatfmt=".3f") + "\n")
+    shown = points.drop(columns=["config_id"] + ([] if points.label.astype(bool).any() else ["label"]))
+    (out / "points.md").write_text(shown.to_markdown(index=False, floatfmt=".3f") + "\n")
     pareto_plot(points, out / "pareto.png")
     sigma = sigma_table(with_settings(records))
     if len(sigma):
