@@ -74,8 +74,11 @@ bench-select: install
 bench-select-runner: install
 	$(PY) -m benchmarks.bench_select_in_runner
 
+# The engine against a bare loop, then eager/compiled x fp32/bf16 steps and scoring against both matmul peaks
+# (interleaved rounds; ~10 min on 2 cores, most of it compiling from a cold cache)
 bench-engine: install
 	$(PY) -m benchmarks.bench_engine
+	$(PY) -m benchmarks.bench_precision
 
 # Each build stage's time and process peak memory at 1M and 3M sequences in 4 corpus files, a job's memory, IVF-PQ
 # search time and recall (~45 min on 2 cores, ~25 GB disk)

@@ -2,9 +2,10 @@
 
 Each record is one line of strict JSON in records.jsonl (`null` for a missing value; files from before, with
 `NaN`, still load). A query's records (its checkpoints, then its final record) are appended in one write,
-flushed and fsynced, under `records.lock` (a `filelock` lock, held for milliseconds); records.parquet is then
-rewritten atomically from the whole file, so it holds every worker's records. A torn tail (a kill mid-write)
-is cut off before the next append; a query without its final record is not done.
+flushed and fsynced, under `records.lock` (a `filelock` lock, held for milliseconds). records.parquet is written
+atomically from the whole file when a job ends or stops, holding every worker's records; the report reads
+records.jsonl where it is newer. A torn tail (a kill mid-write) is cut off before the next append; a query
+without its final record is not done.
 
 A record is identified by what it measured: the config's hash and the `data_key` (the data space's content
 and the model's weights). A directory holding records of another config, or of the same config over other
@@ -79,6 +80,9 @@ def records_frame(rows: Sequence[Dict]) -> pd.DataFrame:
 
 
 class RecordStore:
+    """The directory's records, read incrementally: each refresh parses only the bytes appended since the last one
+    (a file that shrank or was replaced is read again whole), so an append costs the same at 10^5 records as at 10."""
+
     def __init__(self, out_dir: Path, config_hash: str):
         self.dir = Path(out_dir)
         self.jsonl = self.dir / "records.jsonl"
@@ -86,10 +90,32 @@ class RecordStore:
         self.lock = FileLock(str(self.dir / "records.lock"))
         self.config_hash = config_hash
         self.data_key = None
-        self.rows: List[Dict] = self._read()[0] if self.jsonl.exists() else []
+        self.rows: List[Dict] = []
+        self.done: set = set()
+        self._offset, self._file = 0, None  # bytes parsed so far, and the (device, inode) they belong to
+        self._read()
 
-    def _read(self) -> Tuple[List[Dict], int]:
-        rows, valid_bytes = parse_lines(self.jsonl.read_bytes()) if self.jsonl.exists() else ([], 0)
+    def _read(self) -> int:
+        """Parse what was appended since the last read; returns where the complete queries end (a torn or
+        unfinished tail may follow). Refuses records of another config or of other data."""
+        try:
+            stat = self.jsonl.stat()
+        except FileNotFoundError:
+            self.rows, self.done, self._offset, self._file = [], set(), 0, None
+            return 0
+        if (stat.st_dev, stat.st_ino) != self._file or stat.st_size < self._offset:
+            self.rows, self.done, self._offset, self._file = [], set(), 0, (stat.st_dev, stat.st_ino)
+        if stat.st_size > self._offset:
+            with open(self.jsonl, "rb") as f:
+                f.seek(self._offset)
+                new, valid_bytes = parse_lines(f.read())
+            self._check(new)
+            self.rows += new
+            self.done.update(r["query_id"] for r in new)
+            self._offset += valid_bytes
+        return self._offset
+
+    def _check(self, rows: List[Dict]) -> None:
         hashes = {r.get("config_hash") for r in rows}
         if hashes - {self.config_hash}:
             raise RecordsOfAnotherRun(f"{self.dir} holds records of another config ({sorted(map(str, hashes))[0]}); "
@@ -100,40 +126,37 @@ class RecordStore:
                 f"{self.dir} holds records of this config measured on other data (data_key "
                 f"{sorted(map(str, keys - {self.data_key}))[0]}, now {self.data_key}): the corpus, tokenizer, "
                 f"embedder or model changed; delete that directory or run with a different tag=... to measure afresh")
-        return rows, valid_bytes
 
     def accept_data(self, data_key: str) -> None:
         """Resume only records measured on this data space and model; refuse a directory holding others."""
         self.data_key = data_key
+        self._check(self.rows)
         self._read()
 
     def refresh(self) -> None:
         """Every worker's records so far (call under the lock)."""
-        self.rows = self._read()[0]
-
-    @property
-    def done(self) -> set:
-        return {r["query_id"] for r in self.rows}
+        self._read()
 
     def append_query(self, records: Sequence[Dict]) -> bool:
-        """A query's records in one durable write, after cutting off a torn tail; then records.parquet. False
-        (nothing written) where another worker has recorded the query meanwhile."""
+        """A query's records in one durable write, after cutting off a torn tail. False (nothing written) where
+        another worker has recorded the query meanwhile. records.parquet is written by write_parquet (at the
+        end of a job, or when it stops), not per query."""
         if self.data_key is None or any(r.get("data_key") != self.data_key for r in records):
             raise RuntimeError("RecordStore.append_query: accept_data(data_key) first and put it in every record")
         self.dir.mkdir(parents=True, exist_ok=True)
         with self.lock:
-            self.rows, valid_bytes = self._read()
+            valid_bytes = self._read()
             if records[0]["query_id"] in self.done:
                 return False
             if self.jsonl.exists() and self.jsonl.stat().st_size > valid_bytes:
                 with open(self.jsonl, "r+b") as f:
                     f.truncate(valid_bytes)
-            with open(self.jsonl, "a") as f:
-                f.write("".join(strict_json(r) + "\n" for r in records))
+            lines = "".join(strict_json(r) + "\n" for r in records).encode()
+            with open(self.jsonl, "ab") as f:
+                f.write(lines)
                 f.flush()
                 os.fsync(f.fileno())
-            self.rows += [nan_for_null(json.loads(strict_json(r))) for r in records]  # as they read back
-            self._write_parquet()
+            self._read()  # exactly the lines just written, as they read back
         return True
 
     def frame(self) -> pd.DataFrame:

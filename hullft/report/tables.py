@@ -42,13 +42,25 @@ from hullft.report.sigma_gain import sigma_plot, sigma_table  # noqa: E402
 def load_records(paths: Iterable[str | Path]) -> pd.DataFrame:
     files = []
     for p in map(Path, paths):
-        files += [p] if p.is_file() else sorted(p.rglob("records.parquet"))
+        files += [p] if p.is_file() else _records_files(p)
     if not files:
         raise FileNotFoundError(f"no records.parquet under {[str(p) for p in paths]}; run `python run.py` first")
     df = with_configurations([_read_records(f) for f in files], files)
     # the same query of the same configuration measured twice (a rerun elsewhere, another tag): keep one
     keys = ["config_id", "query_id"] + (["n"] if "n" in df else [])  # checkpoints: several n per query
     return df.drop_duplicates(keys, keep="last").reset_index(drop=True)
+
+
+def _records_files(root: Path) -> list:
+    """One records file per job directory under root: records.jsonl where it is newer than records.parquet (a job
+    still running, or killed, writes its parquet only when it ends or stops), else records.parquet."""
+    dirs = sorted({f.parent for name in ("records.parquet", "records.jsonl") for f in root.rglob(name)})
+    files = []
+    for d in dirs:
+        parquet, jsonl = d / "records.parquet", d / "records.jsonl"
+        newer = jsonl.exists() and (not parquet.exists() or jsonl.stat().st_mtime > parquet.stat().st_mtime)
+        files.append(jsonl if newer else parquet)
+    return files
 
 
 def with_settings(records: pd.DataFrame) -> pd.DataFrame:
