@@ -4,11 +4,18 @@ Before a worker runs a query it claims it: a file claims/<hash of the query id>.
 pid, the pid's start time, a token), created and inspected only under the directory's records lock, so two
 workers never hold one query. While a worker runs, a thread touches its claim files every HEARTBEAT seconds.
 A claim is taken over when its holder is gone:
-- on the same host, at once, when its pid no longer runs (or now names another process: the start time);
-- from another host (an NFS-shared results folder), when its file has not been touched for STALE_AFTER
-  seconds. Hosts' clocks must agree to within that bound; a worker that is suspended longer loses its claims
+- on the same host, at once, when its pid no longer runs (or now names another process: the start time). The
+  same host means the same hostname, boot id and pid namespace: two containers sharing a hostname (separate
+  pid namespaces) never judge each other's pids, and fall back to the heartbeat;
+- from another host (an NFS-shared results folder), or another pid namespace, when its file has not been
+  touched for STALE_AFTER seconds. Hosts' clocks must agree to within that bound; a worker that is suspended longer loses its claims
   and its query may be run twice (the second copy's records are then not written: RecordStore.append_query).
 A query is released when its records are written, or when the worker stops (an exception, SIGTERM, Ctrl-C).
+
+`next_block` hands a worker its next queries: a few at a time (guided: at most a quarter of what is left while
+others hold claims, so the workers finish together), and, once every query left is held by others, waits for
+them to be recorded or for a holder to die (then runs its query): a worker exits only when every query of its
+directory is recorded, so no query is left behind by workers that all finished early.
 """
 from __future__ import annotations
 
@@ -18,12 +25,18 @@ import os
 import socket
 import threading
 import time
+import logging
 import uuid
 from pathlib import Path
-from typing import Dict, Optional, Set
+from typing import Dict, List, Optional, Set
+
+from hullft.signals import uninterrupted
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT = 30.0
 STALE_AFTER = 300.0
+WAIT_POLL = 5.0  # seconds between looks at the claims of the queries other workers hold
 
 
 def process_start(pid: int) -> Optional[str]:
@@ -46,12 +59,26 @@ def _pid_runs(pid: int, started: Optional[str]) -> bool:
     return started is None or now is None or now == started
 
 
+def _boot_id() -> Optional[str]:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _pid_namespace() -> Optional[str]:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 class Claims:
     def __init__(self, out_dir: Path, heartbeat: float = HEARTBEAT, stale_after: float = STALE_AFTER):
         self.dir = Path(out_dir) / "claims"
         self.heartbeat, self.stale_after = heartbeat, stale_after
-        self.me = {"host": socket.gethostname(), "pid": os.getpid(), "started": process_start(os.getpid()),
-                   "token": uuid.uuid4().hex}
+        self.me = {"host": socket.gethostname(), "boot": _boot_id(), "pid_ns": _pid_namespace(), "pid": os.getpid(),
+                   "started": process_start(os.getpid()), "token": uuid.uuid4().hex}
         self.held: Set[Path] = set()
         self._stop = threading.Event()
         self._beat: Optional[threading.Thread] = None
@@ -68,7 +95,7 @@ class Claims:
             return False  # gone, or a file torn by a crash while it was written: nobody holds it
         if holder.get("token") == self.me["token"]:
             return True
-        if holder.get("host") == self.me["host"]:
+        if all(holder.get(k) == self.me[k] and self.me[k] is not None for k in ("host", "boot", "pid_ns")):
             return _pid_runs(int(holder.get("pid", -1)), holder.get("started"))
         return time.time() - touched < self.stale_after
 
@@ -84,12 +111,45 @@ class Claims:
         self.held.add(path)
         return True
 
+    def claim_block(self, store, queries, size: int):
+        """Up to `size` of `queries` (rows with doc_id) that nobody has recorded or holds, claimed for this worker;
+        and how many others hold. While others hold claims a block is at most a quarter of what is left."""
+        with uninterrupted(), store.lock:
+            store.refresh()
+            undone = queries[~queries.doc_id.isin(store.done)]
+            if any(self.path(q).exists() and self.path(q) not in self.held for q in undone.doc_id):
+                size = min(size, max(1, -(-len(undone) // 4)))
+            block: List = []
+            held = 0
+            for query in undone.itertuples():
+                if len(block) < size and self.try_claim(query.doc_id):
+                    block.append(query)
+                elif self.path(query.doc_id) not in self.held:
+                    held += 1
+        return block, held
+
+    def next_block(self, store, queries, size: int, poll: float = None) -> List:
+        """The next block to run; [] only when every query is recorded. Waits while all that is left is held by
+        other live workers."""
+        waited = False
+        while True:
+            block, held = self.claim_block(store, queries, size)
+            if block or not held:
+                return block
+            if not waited:
+                log.info("%d queries are held by other workers: waiting until they are recorded, or running them "
+                         "if their holders die", held)
+                waited = True
+            time.sleep(WAIT_POLL if poll is None else poll)
+
     def release(self, query_id: str) -> None:
-        self._let_go(self.path(query_id))
+        with uninterrupted():
+            self._let_go(self.path(query_id))
 
     def release_all(self) -> None:
-        for path in list(self.held):
-            self._let_go(path)
+        with uninterrupted():
+            for path in list(self.held):
+                self._let_go(path)
 
     def _let_go(self, path: Path) -> None:
         """Remove our claim file, unless another worker has taken the query over (we were thought dead)."""

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, List, Tuple
 
@@ -15,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 
 from hullft.errors import one_line_errors, user_message
+from hullft.signals import Preempted
 
 FAILED = "failed"
 log = logging.getLogger(__name__)
@@ -38,33 +36,6 @@ def guarded(job: Callable[[], Any]) -> Any:
         line = line or f"{type(e).__name__}: {e}"
         print("\n".join(f"error: {part}" for part in line.splitlines()), file=sys.stderr)
         return {FAILED: line}
-
-
-class Preempted(BaseException):
-    """SIGTERM or SIGINT during a job. Not an Exception: a sweep must stop, not record a failure and go on."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextmanager
-def stop_on_signals():
-    """SIGTERM (Slurm preemption, scancel, a requeue) and SIGINT (Ctrl-C) raise Preempted in the main thread,
-    between two torch calls: the running query is dropped unwritten and its claim released on the way out."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        raise Preempted(signum)
-
-    before = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
 
 
 def run_cli(main: Callable[[], Any]) -> None:

@@ -24,6 +24,7 @@ from filelock import FileLock
 
 from hullft.cache import atomic_path
 from hullft.errors import UserError
+from hullft.signals import uninterrupted
 
 
 class RecordsOfAnotherRun(UserError):
@@ -144,7 +145,7 @@ class RecordStore:
         if self.data_key is None or any(r.get("data_key") != self.data_key for r in records):
             raise RuntimeError("RecordStore.append_query: accept_data(data_key) first and put it in every record")
         self.dir.mkdir(parents=True, exist_ok=True)
-        with self.lock:
+        with uninterrupted(), self.lock:
             valid_bytes = self._read()
             if records[0]["query_id"] in self.done:
                 return False
@@ -166,7 +167,7 @@ class RecordStore:
         """records.parquet from every worker's records: also where nothing was left to do (a kill between the
         jsonl and parquet writes), and as a valid empty table where this job has no queries."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        with self.lock:
+        with uninterrupted(), self.lock:
             self.refresh()
             self._write_parquet()
 

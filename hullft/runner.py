@@ -22,11 +22,11 @@ from hullft.cache import REPO_ROOT, content_hash
 from hullft.claims import Claims
 from hullft.data import DataSpace, load_data_space
 from hullft.data.documents import unit_hash
-from hullft.embedder import Embedder
+from hullft.embedder import Embedder, keep_freed_memory
 from hullft.engine.cuda_graphs import CapturedLogits
 from hullft.engine.finetune import FinetuneEngine
 from hullft.errors import ConfigError, UserError
-from hullft.jobs import stop_on_signals
+from hullft.signals import stop_on_signals
 from hullft.loggers import make_logger
 from hullft.hardware import cpu_name
 from hullft.models import load_model, resolve_dtype
@@ -130,24 +130,6 @@ def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "",
         return _query_loop(cfg, out_dir, group, name, plain, store, selector, method, loaded, embedder, space)
 
 
-def _claim_block(store: RecordStore, claims: Claims, queries: pd.DataFrame, size: int) -> Tuple[list, int]:
-    """Up to `size` queries that no worker has done or holds, claimed for this one; and how many others hold.
-    While other workers hold claims, a block is at most a quarter of the queries left (guided scheduling), so
-    the last blocks are small and the workers finish together."""
-    with store.lock:
-        store.refresh()
-        undone = queries[~queries.doc_id.isin(store.done)]
-        if any(claims.path(q).exists() and claims.path(q) not in claims.held for q in undone.doc_id):
-            size = min(size, max(1, -(-len(undone) // 4)))
-        block, held = [], 0
-        for query in undone.itertuples():
-            if len(block) < size and claims.try_claim(query.doc_id):
-                block.append(query)
-            elif claims.path(query.doc_id) not in claims.held:
-                held += 1
-    return block, held
-
-
 def warm_up(engine: FinetuneEngine, loaded, cfg: DictConfig, text: str) -> None:
     """One-off costs (thread pools, oneDNN primitives, the allocator's first pages: over a second for the first
     scoring forward of a process) are paid here, untimed, not by the first query's clock: a scoring forward and
@@ -159,13 +141,13 @@ def warm_up(engine: FinetuneEngine, loaded, cfg: DictConfig, text: str) -> None:
         engine.reset()
 
 
-def _run_claimed_blocks(store, claims, queries, block, progress, constant, logger, query_run) -> int:
-    """Claim a block of queries, select for all of them, then train and record each; until none is free.
-    Returns how many queries other workers still hold."""
+def _run_claimed_blocks(store, claims, queries, block, progress, constant, logger, query_run) -> None:
+    """Claim a block of queries, select for all of them, then train and record each; until every query is
+    recorded (waiting for those other workers hold, and running those whose holders died)."""
     while True:
-        todo, held = _claim_block(store, claims, queries, block)
+        todo = claims.next_block(store, queries, block)
         if not todo:
-            return held
+            return
         runs = [query_run(query) for query in todo]
         for run in runs:  # selection reads the data space only: all of the block's before its training
             run.select()
@@ -190,6 +172,7 @@ def _query_loop(cfg, out_dir, group, name, plain, store, selector, method, loade
         return store.frame()
     log.info("%d queries (%d already done) in %s", len(queries), queries.doc_id.isin(store.done).sum(), out_dir)
     left = int((~queries.doc_id.isin(store.done)).sum())
+    keep_freed_memory()  # scoring and training reuse freed buffers instead of faulting in new pages
     engine = FinetuneEngine(loaded, cfg.engine, expected_steps=left * cfg.budget if method.trains else 0)
     warm_up(engine, loaded, cfg, queries.text.iloc[0])
     forward = scoring_forward(engine, cfg)
@@ -206,13 +189,11 @@ def _query_loop(cfg, out_dir, group, name, plain, store, selector, method, loade
     block = max(1, min(CLAIM_BLOCK, CANDIDATE_BYTES // (cfg.k * space.embeddings.shape[1] * 4)))
     with tqdm(total=left, desc=f"TTFT {label}", unit="query", file=sys.stderr) as progress, Claims(out_dir) as claims:
         try:
-            held = _run_claimed_blocks(store, claims, queries, block, progress, constant, logger,
-                                       lambda query: QueryRun(query, cfg, space, loaded, embedder, selector, engine,
-                                                              base, forward, method))
+            _run_claimed_blocks(store, claims, queries, block, progress, constant, logger,
+                                lambda query: QueryRun(query, cfg, space, loaded, embedder, selector, engine,
+                                                       base, forward, method))
         finally:  # also on SIGTERM: records.parquet holds every record in records.jsonl
             store.write_parquet()
-    if held:
-        log.info("%d queries are being run by other workers on %s", held, out_dir)
     if engine.captured:
         log.info("CUDA-graph capture in this job: %.2f s for training steps, %.2f s for scoring windows "
                  "(outside every query's t_finetune and t_eval)", engine.steps.capture_seconds,

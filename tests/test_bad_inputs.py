@@ -148,7 +148,7 @@ def test_changed_corpus_never_returns_old_records_and_a_damaged_cache_is_rebuilt
     emb.write_bytes(good[:-4] + bytes(4 - i for i in range(4)))
     capsys.readouterr()
     again = run_job(cfg, tmp_path / "out")  # resumes: nothing left to do, same data key
-    assert f"cache file {emb} is damaged (checksum mismatch" in capsys.readouterr().err
+    assert f"is damaged ({emb.name}: checksum mismatch" in capsys.readouterr().err
     assert emb.read_bytes() == good and again.data_key.tolist() == first.data_key.tolist()
     # the corpus edited in place: the same command refuses the old directory, nothing is written to it
     text = corpus.read_text()

@@ -17,9 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 STEPS = ["n", "opt_steps", "fwd_bwd", "distinct", "query_tokens", "train_tokens"]
 
 
-def start(args, cwd, **kw):
+def start(args, cwd, env=None, **kw):
     return subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=os.environ.copy(), **kw)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, **kw)
 
 
 def finish(proc, timeout=600):
@@ -189,3 +189,68 @@ def test_the_report_refuses_files_it_cannot_use_in_one_line(tmp_path, name, cont
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode != 0
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and str(target) in proc.stderr
+
+
+def test_a_worker_that_finds_only_claimed_queries_waits_and_runs_them_when_their_holder_dies(tmp_path, workload):
+    """Every query claimed by a live process of this host: the worker waits (it does not exit 0 with queries
+    left); once the holder is killed with -9 it takes the claims over and records each query once."""
+    from hullft.claims import Claims, process_start
+
+    args, single = workload
+    out = tmp_path / "held"
+    holder = subprocess.Popen(["sleep", "600"])
+    mine = Claims(out)
+    other = {**mine.me, "pid": holder.pid, "started": process_start(holder.pid), "token": "another-worker"}
+    (out / "claims").mkdir(parents=True)
+    for query_id in single.query_id.unique():
+        mine.path(query_id).write_text(json.dumps({**other, "query_id": query_id}))
+    proc = start(args + ["tag=held", f"hydra.run.dir={out}"], tmp_path)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "run.log").exists() and "held by other workers" in (out / "run.log").read_text():
+            break
+        time.sleep(0.2)
+    time.sleep(1)
+    assert proc.poll() is None, "the worker exited while every query was held by a live worker"
+    assert not (out / "records.jsonl").exists()
+    holder.kill()
+    holder.wait()
+    code, _, err = finish(proc)
+    assert code == 0, err[-2000:]
+    rows = lines(out / "records.jsonl")
+    assert sorted(r["query_id"] for r in rows) == sorted(single.query_id)
+
+
+def test_a_claim_from_another_pid_namespace_is_judged_by_its_heartbeat(tmp_path):
+    """Two containers sharing a hostname: a pid of the other namespace says nothing here (it may be a live
+    worker whose pid is free in ours), so its fresh claim is held until its heartbeat goes stale."""
+    from hullft.claims import Claims
+
+    claims = Claims(tmp_path)
+    path = claims.path("q")
+    path.parent.mkdir(parents=True)
+    dead_pid = 2 ** 22 + 7  # no such pid here
+    path.write_text(json.dumps({**claims.me, "pid": dead_pid, "started": "1", "token": "other",
+                                "pid_ns": "pid:[4026531836]" if claims.me["pid_ns"] != "pid:[4026531836]"
+                                else "pid:[1]"}))
+    assert claims.holder_alive(path)  # fresh: held
+    os.utime(path, (time.time() - 400, time.time() - 400))
+    assert not claims.holder_alive(path)  # stale: taken over
+    path.write_text(json.dumps({**claims.me, "pid": dead_pid, "started": "1", "token": "other"}))
+    assert not claims.holder_alive(path)  # same namespace: the dead pid is judged at once
+
+
+def test_four_workers_on_an_empty_cache_build_the_space_once(tmp_path, tiny_overrides):
+    """Started together on an empty cache: one builds the data space (the only one that embeds the pool), the
+    others wait for it, saying so; then they share the queries, each recorded once."""
+    args = [*tiny_overrides, "queries_per_domain=3", "selector=nn", "budget=2", "tag=cold"]
+    env = {"HULLFT_CACHE": str(tmp_path / "empty-cache")}
+    procs = [start(args, tmp_path, env=env) for _ in range(4)]
+    results = [finish(p) for p in procs]
+    assert all(code == 0 for code, _, _ in results), [err[-1500:] for _, _, err in results]
+    errs = [err for _, _, err in results]
+    assert sum("embedding (" in err for err in errs) == 1  # the pool embedded once
+    assert sum("being built by another process; waiting" in err for err in errs) >= 1
+    out = next((tmp_path / "outputs" / "cold").iterdir())
+    rows = lines(out / "records.jsonl")
+    assert len(rows) == len({r["query_id"] for r in rows}) == 9

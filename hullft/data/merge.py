@@ -113,6 +113,8 @@ def _write_rows(units: List[tuple], paths: Dict[str, Path], domains: List[str], 
             embeddings.write(npy_header(np.dtype(emb_dtype), (rows, dim)))
             keys_writer, offset = None, 0
             for table_path, emb_path in units:
+                if pq.ParquetFile(table_path).metadata.num_rows == 0:  # a unit that kept nothing (a thin corpus)
+                    continue
                 unit = pq.read_table(table_path, columns=["domain", "doc_id", "start", "tokens"])
                 flat = unit.column("tokens").combine_chunks()
                 values = flat.values.to_numpy()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,14 +18,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
 
-from hullft.cache import content_hash, verified_digest
+from hullft.cache import checksum_path, content_hash, verified_digest
 from hullft.config import DataConfig
 from hullft.data import build
 from hullft.data.embeddings import EmbeddingFile
 from hullft.data.index import joined, lists_path, make_search, read_index
 from hullft.data.merge import index_files, space_paths
 from hullft.data.token_store import TokenStore
+from hullft.errors import UserError
 
 
 @dataclass
@@ -78,27 +81,59 @@ class DataSpace:
         return table.fillna(0).astype(int)
 
 
-def _load(cfg: DataConfig, keys: build.Keys) -> DataSpace:
-    manifest = json.loads(build.manifest_path(keys).read_text())
+class Damaged(ValueError):
+    """A file of the space is missing, changed since it was written, or unreadable; the message names it."""
+
+
+def space_files(keys: build.Keys, manifest: dict) -> dict:
+    """name -> path of every file a job reads: token store, pool table and keys, embeddings, index file(s) and
+    their lists (the queries file and the manifest besides)."""
     paths = space_paths(keys)
-    indexes = index_files(keys, manifest.get("index_parts", 1))
-    for name, lists, path in indexes:
+    for name, lists, path in index_files(keys, manifest.get("index_parts", 1)):
         paths[name] = path
         if lists in manifest["files"]:
             paths[lists] = lists_path(path)
+    return paths
+
+
+def _manifest(keys: build.Keys) -> dict:
+    path = build.manifest_path(keys)
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["files"], manifest["domains"], manifest["dim"]  # noqa: B018 - the keys a job needs
+        return manifest
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise Damaged(f"{path.name} cannot be read ({type(e).__name__})") from None
+
+
+def _read_index(path):
+    try:
+        return read_index(path)
+    except RuntimeError as e:  # faiss' own errors
+        raise Damaged(f"{path.name} cannot be read by faiss ({str(e).strip().splitlines()[-1][:100]})") from None
+
+
+def _load(cfg: DataConfig, keys: build.Keys) -> DataSpace:
+    manifest = _manifest(keys)
+    paths = space_files(keys, manifest)
     for name, path in paths.items():
-        if verified_digest(path) != manifest["files"].get(name):
-            raise ValueError(f"{path.name} is not the file the manifest names")
+        try:
+            digest = verified_digest(path)
+        except (OSError, ValueError) as e:
+            raise Damaged(f"{path.name}: {type(e).__name__ if isinstance(e, OSError) else e}") from None
+        if digest != manifest["files"].get(name):
+            raise Damaged(f"{path.name} is not the file the manifest names")
+    indexes = index_files(keys, manifest.get("index_parts", 1))
     queries_digest = build.queries(cfg, keys, load=False)[1]
     queries = pd.read_parquet(build.root() / f"queries-{keys.docs}.parquet", columns=["domain", "source", "doc_id"])
     # the pool table is memory-mapped; doc_id and start stay on disk (pool_keys)
     pool = TokenStore(paths["tokens"], paths["table"], manifest["domains"], np.dtype(manifest["token_dtype"]))
     embeddings = EmbeddingFile(paths["embeddings"])
     if embeddings.shape != (len(pool), manifest["dim"]):
-        raise ValueError(f"embeddings have shape {embeddings.shape}, expected {(len(pool), manifest['dim'])}")
-    index = joined([read_index(path) for _, _, path in indexes])
+        raise Damaged(f"embeddings have shape {embeddings.shape}, expected {(len(pool), manifest['dim'])}")
+    index = joined([_read_index(path) for _, _, path in indexes])
     if index.ntotal != len(pool):
-        raise ValueError(f"index holds {index.ntotal} rows, expected {len(pool)}")
+        raise Damaged(f"index holds {index.ntotal} rows, expected {len(pool)}")
     key = content_hash(queries_digest, manifest["files"])
     return DataSpace(queries, pool, embeddings, make_search(index, embeddings, cfg), key, cfg, keys)
 
@@ -109,9 +144,48 @@ def load_data_space(cfg: DataConfig, tokenizer, tokenizer_fingerprint: str, embe
     if build.manifest_path(keys).exists():
         try:
             return _load(cfg, keys)
-        except (OSError, ValueError) as e:
-            print(f"data space {keys.index} is damaged ({str(e).splitlines()[0]}); rebuilding what is needed",
-                  file=sys.stderr)
-            build.manifest_path(keys).unlink(missing_ok=True)
-    build.build_all(cfg, keys, tokenizer, embedder)
-    return _load(cfg, keys)
+        except (OSError, ValueError):
+            pass  # judged again under the build lock: another process may be rebuilding it
+    with _one_builder(keys):
+        if build.manifest_path(keys).exists():
+            try:
+                return _load(cfg, keys)  # another process built it while this one waited
+            except (OSError, ValueError) as e:
+                print(f"data space {keys.index} is damaged ({str(e).splitlines()[0]}); rebuilding its files",
+                      file=sys.stderr)
+                _discard(keys)
+        build.build_all(cfg, keys, tokenizer, embedder)
+    try:
+        return _load(cfg, keys)
+    except (OSError, ValueError) as e:
+        raise UserError(f"data space {keys.index} is still damaged after a rebuild ({str(e).splitlines()[0]}); "
+                        f"delete {build.root()} (or run `make clean-cache`) and run again") from None
+
+
+@contextmanager
+def _one_builder(keys: build.Keys):
+    """Held while this process builds or repairs the space: N workers started together on an empty cache build it
+    once, the others waiting (and saying so) until it is there."""
+    build.root().mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(build.root() / f".build-{keys.index}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"data space {keys.index} is being built by another process; waiting for it", file=sys.stderr)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _discard(keys: build.Keys) -> None:
+    """The manifest and every file of the space (their checksums too), so the merge writes them anew from the
+    units, and the queries file from the documents."""
+    root = build.root()
+    paths = list(space_paths(keys).values()) + [root / f"queries-{keys.docs}.parquet"]
+    paths += sorted(root.glob(f"index-{keys.index}*.faiss")) + sorted(root.glob(f"index-{keys.index}*.ivfdata"))
+    for path in paths:
+        for f in (path, checksum_path(path)):
+            f.unlink(missing_ok=True)
+    build.manifest_path(keys).unlink(missing_ok=True)

@@ -103,12 +103,22 @@ def eager_logits(loaded: LoadedModel) -> Callable[[List[int]], torch.Tensor]:
     return forward
 
 
+# Positions whose fp32 log-probabilities are computed at once: 128 x a 49k vocabulary is 25 MB, under glibc's
+# largest mmap threshold, so the buffers are reused from the heap instead of mapped and faulted in afresh for every
+# window (on a 2-core Xeon a 1,024-token window scored 1.7-2.4 s instead of 1.0-1.1 s at an anytime checkpoint,
+# where the training state holds the freed memory). Rows are independent: the same values as one call.
+NLL_CHUNK = 128
+
+
 def window_nll(logits: torch.Tensor, window: Window) -> torch.Tensor:
     """Summed negative log-likelihood (float64, on the device) of the window's targets."""
-    scored = logits[len(window.inputs) - len(window.targets):len(window.inputs)]
-    logp = torch.log_softmax(scored.float(), dim=-1)
+    first = len(window.inputs) - len(window.targets)
     targets = torch.tensor(window.targets, device=logits.device)
-    return -logp.gather(1, targets[:, None]).sum(dtype=torch.float64)
+    total = torch.zeros((), dtype=torch.float64, device=logits.device)
+    for i in range(0, len(window.targets), NLL_CHUNK):
+        logp = torch.log_softmax(logits[first + i:first + i + NLL_CHUNK].float(), dim=-1)
+        total -= logp.gather(1, targets[i:i + NLL_CHUNK, None]).sum(dtype=torch.float64)
+    return total
 
 
 def query_windows(loaded: LoadedModel, text: str, cfg: EvalConfig) -> Tuple[List[int], List[Window], int]:
