@@ -128,7 +128,7 @@ class Claims:
                     held += 1
         return block, held
 
-    def next_block(self, store, queries, size: int, poll: float = None) -> List:
+    def next_block(self, store, queries, size: int) -> List:
         """The next block to run; [] only when every query is recorded. Waits while all that is left is held by
         other live workers."""
         waited = False
@@ -140,7 +140,7 @@ class Claims:
                 log.info("%d queries are held by other workers: waiting until they are recorded, or running them "
                          "if their holders die", held)
                 waited = True
-            time.sleep(WAIT_POLL if poll is None else poll)
+            time.sleep(WAIT_POLL)
 
     def release(self, query_id: str) -> None:
         with uninterrupted():

@@ -6,24 +6,24 @@ from pathlib import Path
 import torch
 
 
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_name() -> str:
     """The CPU's model name (every timing names its CPU); "unknown" where /proc/cpuinfo does not say."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return "unknown"
 
 
 def cpu_has_native_bf16() -> bool:
     """avx512_bf16 or AMX: there bf16 matmuls run ~2.5-9x faster than fp32; without them, many times slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+    return any(flag in _cpuinfo().split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -184,7 +184,8 @@ def test_corrupt_cache_file_is_rebuilt(setup, isolated_cache, capsys):
     for path in (isolated_cache / "dataspace").glob("index-*.faiss"):
         path.write_bytes(b"garbage")
     rebuilt = build(cfg, setup)
-    assert "rebuilding its files" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is damaged (" in err and ": checksum mismatch" in err and "rebuilding its files" in err
     np.testing.assert_allclose(rebuilt.embeddings, good_embeddings, atol=1e-6)
     assert len(rebuilt.search(good_query, 3)[1]) == 3
     assert not list((isolated_cache / "dataspace").glob(".*.tmp"))  # nothing half-written left behind

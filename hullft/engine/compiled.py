@@ -1,16 +1,16 @@
 """Training steps through `torch.compile` on a CPU: the eager protocol, with the model's forward and backward compiled.
 
 Measured on a 2-core Intel Xeon with AMX (SmolLM2-135M shape, 256 tokens, bf16 autocast; docs/performance.md):
-a compiled forward/backward runs ~1.3x faster than the eager one, but compiling costs ~90 s from a cold cache
-and ~10 s once inductor's on-disk cache holds the graph. In fp32 compiling gains ~1.1x. So:
+a compiled bf16 step ran 1.43x faster than the eager bf16 one (0.49 s saved at 256 tokens), but compiling cost
+130-142 s from a cold cache and 42-44 s once inductor's on-disk cache held the graph. So:
 
 - One graph for every sequence length (`dynamic=True`): pool sequences differ in length, and a graph per
   length would compile for every new one. The graph is compiled by `prepare` before a query's timed steps
   (the runner's untimed warm-up), its seconds reported apart from `t_finetune`.
 - inductor's caches live in the harness's cache (`<cache>/inductor`), so the next job of the same model and
   precision starts warm; a marker beside them records that a graph was compiled, which `auto` reads.
-- `engine.compile=auto` compiles when the job's training steps pay for the compile: bf16 only (the ~1.1x of
-  fp32 pays back too slowly), on a CPU (CUDA has its captured graphs), and at least `WARM_STEPS` expected steps
+- `engine.compile=auto` compiles when the job's training steps pay for the compile: bf16 only (fp32's gain was
+  1.09x in one interleaved probe and 1.56x in another, and is unmeasured on CPUs without bf16), on a CPU (CUDA has its captured graphs), and at least `WARM_STEPS` expected steps
   with a warm cache or `COLD_STEPS` with a cold one (compile seconds / seconds saved per step).
 - Random ops (GPT-2's dropout) draw from eager's generator (`fallback_random`), so a compiled step equals the
   eager one to rounding.
@@ -29,7 +29,7 @@ from hullft.config import DType
 from hullft.engine.train_steps import EagerSteps
 
 log = logging.getLogger(__name__)
-# Break-even of the 135M model at ~0.25 s saved per bf16 step: ~90 s cold (360 steps), ~10 s warm (40 steps);
+# Break-even of the 135M model at ~0.49 s saved per bf16 step: ~135 s cold (~280 steps), ~43 s warm (~90 steps);
 # with margin for smaller savings on shorter sequences.
 COLD_STEPS = 600
 WARM_STEPS = 100
@@ -82,13 +82,12 @@ class CompiledSteps(EagerSteps):
         use_inductor_cache()
         self.marker = _marker(fingerprint, dtype)
         self.forward_model = torch.compile(model, dynamic=True, options={"fallback_random": True})
-        self.compiled_lengths: set = set()
-        self.compile_seconds = 0.0
+        self.ready = False  # compiled: one dynamic graph serves every later length
 
     def prepare(self, lengths: Sequence[int]) -> float:
         """Compiles on the first call (a forward/backward on a sequence of the first length, gradients
         dropped); the graph is dynamic in the length, so later calls cost nothing."""
-        if self.compiled_lengths or not lengths:
+        if self.ready or not lengths:
             return 0.0
         start = time.perf_counter()
         length = max(2, min(lengths))
@@ -96,9 +95,8 @@ class CompiledSteps(EagerSteps):
         self.forward_backward([[0] * length])
         torch.set_rng_state(rng)
         self.reset()
-        self.compiled_lengths.add(length)
+        self.ready = True
         seconds = time.perf_counter() - start
-        self.compile_seconds += seconds
         self.marker.parent.mkdir(parents=True, exist_ok=True)
         self.marker.touch()
         log.info("engine.compile: training step compiled in %.1f s (outside every query's t_finetune)", seconds)

@@ -21,7 +21,7 @@ from typing import Callable, List, Optional, Sequence
 import torch
 
 from hullft.config import EngineConfig, StepOrder
-from hullft.engine.compiled import CompiledSteps, why_not_compiled
+from hullft.engine.compiled import CompiledSteps, compile_wanted, why_not_compiled
 from hullft.engine.cuda_graphs import CapturedSteps, why_not_captured
 from hullft.models import LoadedModel, synchronize
 from hullft.engine.train_steps import EagerSteps
@@ -109,7 +109,7 @@ class FinetuneEngine:
                                         expected_steps, self.cfg.batch_size)
         if not_compiled is None:
             return CompiledSteps(*args, fingerprint=self.loaded.fingerprint)
-        if self.cfg.compile is True or str(self.cfg.compile).lower() == "true":
+        if compile_wanted(self.cfg.compile):
             log.warning("engine.compile=true: training steps run eagerly: %s", not_compiled)
         else:
             log.info("training steps run eagerly: %s", not_compiled)
