@@ -122,7 +122,7 @@ def data_overrides(args, corpus: Path, sequences: int) -> list:
 def child_stage(args, corpus: Path, sequences: int) -> dict:
     """One build stage in this process: its seconds, and this process's RSS before it and at its peak."""
     from hullft.compose import compose_config
-    from hullft.data import build
+    from hullft.data import build, stages
     from hullft.models import load_tokenizer
 
     cfg = compose_config(data_overrides(args, corpus, sequences))
@@ -130,7 +130,7 @@ def child_stage(args, corpus: Path, sequences: int) -> dict:
     embedder = SyntheticEmbedder(single_token_words(tokenizer))
     keys = build.Keys.of(cfg.data, fingerprint, embedder.fingerprint)
     before, start, cpu, disk = rss_mib()[0], time.perf_counter(), cpu_s(), disk_mib()
-    line = build.run_stage(args.stage, cfg.data, keys, tokenizer, embedder)
+    line = stages.run_stage(args.stage, cfg.data, keys, tokenizer, embedder)
     read, written = (after - first for after, first in zip(disk_mib(), disk))
     return {"s": time.perf_counter() - start, "cpu_s": cpu_s() - cpu, "disk_read_mib": read,
             "disk_written_mib": written, "rss_before_mib": before, "peak_rss_mib": peak_rss_mib(), "said": line[:120]}
@@ -227,7 +227,7 @@ def main(argv=None) -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     words = single_token_words(load_tokenizer(compose_config([]).model)[0])
     rows = []
-    from hullft.data.build import STAGES
+    from hullft.data.stages import STAGES
 
     stages = []
     for n in args.sizes:

@@ -52,7 +52,7 @@ def main(argv=None) -> None:
     os.symlink(os.path.join(os.path.dirname(__file__), "..", ".cache", "models"),
                os.path.join(os.environ["HULLFT_CACHE"], "models"))
     from hullft.compose import compose_config
-    from hullft.data import build, sequences
+    from hullft.data import build, sequences, stages
     from hullft.embedder import Embedder
     from hullft.models import load_tokenizer
 
@@ -63,7 +63,7 @@ def main(argv=None) -> None:
     seconds = {}
     for stage in ("scan", "keep", "documents", "chunk", "plan"):
         start = time.perf_counter()
-        build.run_stage(stage, cfg.data, keys, tokenizer, fp32)
+        stages.run_stage(stage, cfg.data, keys, tokenizer, fp32)
         seconds[stage] = time.perf_counter() - start
     cuts = build.plan(cfg.data, keys, tokenizer)
     units = [pd.read_parquet(build.unit_sequences_path(keys, u)) for u in range(build.unit_count(cfg.data, keys))]

@@ -15,7 +15,7 @@ import pytest
 import zstandard
 
 from hullft.compose import compose_config
-from hullft.data.documents import build_documents
+from tests.oracles import build_documents
 from hullft.errors import UserError, user_message
 from hullft.data.jsonl import read_pile_jsonl
 from hullft.records import RecordsOfAnotherRun

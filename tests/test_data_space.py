@@ -8,8 +8,9 @@ import pytest
 from hullft.compose import compose_config
 from hullft.data import build as stages
 from hullft.data import load_data_space
-from hullft.data.documents import build_documents, corpus_sources, cut_document, unit_hash
-from hullft.data.index import FaissSearch, TorchExactSearch, build_index, recall_at_k
+from hullft.data.documents import cut_document, unit_hash
+from tests.oracles import build_documents, build_index, corpus_sources
+from hullft.data.index import FaissSearch, TorchExactSearch, recall_at_k
 from hullft.data import embeddings as embedding_file
 from hullft.data.embeddings import EmbeddingFile, npy_header
 from hullft.data.sequences import chunk

@@ -5,7 +5,7 @@
                python -m hullft.data build data.num_shards=4 hydra/launcher=joblib
                (hydra/launcher=submitit_slurm on a cluster, submitit_local to try it here)
     scan, keep, chunk, embed
-               one sharded stage (build.py), for data.shard of data.num_shards, e.g. in a sweep:
+               one sharded stage (stages.py), for data.shard of data.num_shards, e.g. in a sweep:
                python -m hullft.data embed -m 'data.shard=range(0,4)' data.num_shards=4 hydra/launcher=joblib
     documents, plan, merge
                one global stage, in this process
@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from hullft.cache import REPO_ROOT, cache_root
 from hullft.config import register_configs
-from hullft.data import build
+from hullft.data import build, stages
 from hullft.data.index import recall_at_k
 from hullft.data.space import load_data_space
 from hullft.embedder import Embedder
@@ -34,7 +34,7 @@ from hullft.jobs import guarded, run_cli
 from hullft.models import load_tokenizer
 from hullft.validate import check_config
 
-ACTIONS = ("build", *build.STAGES, "stats")
+ACTIONS = ("build", *stages.STAGES, "stats")
 RECALL_QUERIES = 32
 OVERRIDES: List[str] = []  # the command line's overrides, which a sharded build passes on to each stage's sweep
 
@@ -43,16 +43,16 @@ def act(action: str, cfg: DictConfig) -> None:
     check_config(cfg)
     data = cfg.data
     sweep = HydraConfig.get().mode.name == "MULTIRUN"
-    if sweep and action not in build.SHARDED_STAGES:
+    if sweep and action not in stages.SHARDED_STAGES:
         raise UserError(f"`python -m hullft.data {action}` runs in one process: drop -m (a sharded build is "
-                        f"`build data.num_shards=N`, or the stages {', '.join(build.SHARDED_STAGES)} with -m)")
+                        f"`build data.num_shards=N`, or the stages {', '.join(stages.SHARDED_STAGES)} with -m)")
     if action == "build" and data.num_shards > 1:
         return run_sharded(data.num_shards)
     tokenizer, fingerprint = load_tokenizer(cfg.model)  # a build needs the tokenizer, not the weights
     embedder = Embedder(cfg.embedder)
     keys = build.Keys.of(data, fingerprint, embedder.fingerprint)
-    if action in build.STAGES:
-        print(build.run_stage(action, data, keys, tokenizer, embedder))
+    if action in stages.STAGES:
+        print(stages.run_stage(action, data, keys, tokenizer, embedder))
         return
     space = load_data_space(data, tokenizer, fingerprint, embedder)
     print(f"data space {space.key}: {len(space.queries)} query documents, {len(space.pool)} pool sequences, "
@@ -75,8 +75,8 @@ def run_sharded(shards: int) -> None:
     """Each stage in turn: a sharded one as a sweep of `shards` jobs through the launcher the command line
     chose, a global one as one process; the next starts when the last has finished."""
     passed = [a for a in OVERRIDES if not a.split("=")[0].lstrip("+~") in ("data.shard", "data.num_shards")]
-    for stage in build.STAGES:
-        sharded = stage in build.SHARDED_STAGES
+    for stage in stages.STAGES:
+        sharded = stage in stages.SHARDED_STAGES
         argv = [sys.executable, "-m", "hullft.data", stage, *(["-m"] if sharded else []), *passed,
                 f"data.num_shards={shards if sharded else 1}", *([f"data.shard=range(0,{shards})"] if sharded else [])]
         print(f"stage {stage}: {' '.join(argv[3:])}", flush=True)

@@ -8,17 +8,17 @@
     embed      per unit: its sequences up to their domain's cutoff, embedded (sharded)
     merge      the units in order, streamed into token store, pool table, embeddings and index (merge.py)
 
-A sharded stage's jobs are independent and compute the same bytes whichever process runs them, so a sharded
-build is byte for byte the one-process build; no process holds more than a part, a unit, a domain's capped
-documents or a buffer. A stage whose input is missing builds it first, in this process. Every file is written
-atomically with a checksum beside it; a damaged one is rebuilt.
+The table that runs them in order is stages.py. A sharded stage's jobs are independent and compute the same
+bytes whichever process runs them, so a sharded build is byte for byte the one-process build; no process holds
+more than a part, a unit, a domain's capped documents or a buffer. A stage whose input is missing builds it
+first, in this process. Every file is written atomically with a checksum beside it; a damaged one is rebuilt.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pandas as pd
@@ -327,64 +327,3 @@ def _check_rows(arr: np.ndarray, rows: int, dim: int) -> np.ndarray:
 
 def manifest_path(keys: Keys) -> Path:
     return root() / f"space-{keys.index}.json"
-
-
-# --- the stages, as the CLI and a one-process build run them ------------------------------------------------
-
-def _parts_stage(stage: str, work: Callable) -> Callable:
-    def run(cfg: DataConfig, keys: Keys, tokenizer, embedder) -> str:
-        parts = docs_.corpus_parts(cfg)
-        done = mine(len(parts), cfg)
-        for p in done:
-            work(cfg, keys, p, parts)
-        return f"{stage}: corpus parts {done} of {len(parts)}"
-    return run
-
-
-def _units_stage(stage: str, work: Callable) -> Callable:
-    def run(cfg: DataConfig, keys: Keys, tokenizer, embedder) -> str:
-        done = mine(unit_count(cfg, keys), cfg)
-        for u in done:
-            work(cfg, keys, u, tokenizer, embedder)
-        return f"{stage}: units {done}"
-    return run
-
-
-def _documents_stage(cfg: DataConfig, keys: Keys, tokenizer, embedder) -> str:
-    queries(cfg, keys, load=False)
-    return f"documents: {unit_count(cfg, keys)} units of {cfg.unit_docs} pool documents"
-
-
-def _plan_stage(cfg: DataConfig, keys: Keys, tokenizer, embedder) -> str:
-    cuts = plan(cfg, keys, tokenizer)
-    return f"plan: {sum(c is not None for c in cuts.values())} of {len(cuts)} domains capped"
-
-
-def _merge_stage(cfg: DataConfig, keys: Keys, tokenizer, embedder) -> str:
-    from hullft.data.merge import merge
-
-    return f"merge: {merge(cfg, keys, len(tokenizer), embedder.dim)['rows']} pool sequences"
-
-
-# stage -> run(cfg, keys, tokenizer, embedder) -> what it did; in the order a build runs them
-STAGES = {
-    "scan": _parts_stage("scan", scan),
-    "keep": _parts_stage("keep", kept_path),
-    "documents": _documents_stage,
-    "chunk": _units_stage("chunk", lambda cfg, keys, u, tokenizer, _: _chunk_unless_kept(cfg, keys, u, tokenizer)),
-    "plan": _plan_stage,
-    "embed": _units_stage("embed", embed_unit),
-    "merge": _merge_stage,
-}
-SHARDED_STAGES = ("scan", "keep", "chunk", "embed")  # data.shard of data.num_shards; the others: one process
-
-
-def run_stage(stage: str, cfg: DataConfig, keys: Keys, tokenizer, embedder) -> str:
-    """Run one stage (a sharded one for data.shard of data.num_shards); a line saying what was done."""
-    return STAGES[stage](cfg, keys, tokenizer, embedder)
-
-
-def build_all(cfg: DataConfig, keys: Keys, tokenizer, embedder) -> None:
-    """Every stage in this process, in order."""
-    for stage in STAGES:
-        run_stage(stage, cfg, keys, tokenizer, embedder)

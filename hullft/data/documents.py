@@ -107,12 +107,6 @@ def corpus_parts(cfg: DataConfig) -> List[Part]:
     return [lambda: _offline_sources(cfg)]
 
 
-def corpus_sources(cfg: DataConfig) -> Iterator[Tuple[str, str, str]]:
-    """(domain, source_id, text) for the whole corpus, part after part."""
-    for part in corpus_parts(cfg):
-        yield from part()
-
-
 def _pieces(sources: Iterable[Tuple[str, str, str]], cfg: DataConfig,
             found: Optional[set] = None) -> Iterator[Tuple[int, str, str, str, str]]:
     """(position, domain, source, doc_id, text) of every document cut from the wanted domains, in reading order;
@@ -233,24 +227,3 @@ def check_domains(found: Iterable[str], kept_any: bool, cfg: DataConfig) -> None
 def no_domain_left(cfg: DataConfig) -> UserError:
     return UserError(f"the corpus '{cfg.name}': no domain has enough sources to hold out queries and keep a pool; "
                      f"add text or change data.query_fraction")
-
-
-def build_documents(cfg: DataConfig) -> pd.DataFrame:
-    """Every part's documents in this process, in memory (small corpora and tests): columns domain, source,
-    doc_id, text, split, by domain, then in reading order. The build (build.py) runs the same steps from files."""
-    parts = corpus_parts(cfg)
-    scans = [scan(part, cfg) for part in parts]
-    kept = [pd.DataFrame(list(read_pieces(part, cfg, chosen(scans[p], [s.digests["digest"] for s in scans[:p]],
-                                                                   cfg))), columns=KEPT_COLUMNS).assign(part=p)
-            for p, part in enumerate(parts)]
-    everything = pd.concat(kept, ignore_index=True)
-    check_domains({d for s in scans for d in s.found}, len(everything) > 0, cfg)
-    out = []
-    for domain, group in everything.groupby("domain"):
-        docs = first_of_domain(group, cfg)
-        docs["split"] = query_split(docs.domain, docs.source, cfg)
-        if has_both_splits(docs.split, docs.source.nunique(), domain, cfg):
-            out.append(docs)
-    if not out:
-        raise no_domain_left(cfg)
-    return pd.concat(out, ignore_index=True)[["domain", "source", "doc_id", "text", "split"]]

@@ -57,10 +57,6 @@ def add_rows(index: faiss.Index, embeddings: np.ndarray, start: int, stop: int) 
     return index
 
 
-def build_index(embeddings: np.ndarray, cfg: DataConfig) -> faiss.Index:
-    return add_rows(trained_index(embeddings, cfg), embeddings, 0, len(embeddings))
-
-
 def part_bounds(rows: int, cfg: DataConfig) -> List[Tuple[int, int]]:
     """The rows of each index file: one file, or `data.index_part_rows` rows a file (the merge then holds one
     file's codes at a time, whatever the number of rows)."""

@@ -22,7 +22,7 @@ from filelock import FileLock, Timeout
 
 from hullft.cache import checksum_path, content_hash, verified_digest
 from hullft.config import DataConfig
-from hullft.data import build
+from hullft.data import build, stages
 from hullft.data.embeddings import EmbeddingFile
 from hullft.data.index import joined, lists_path, make_search, read_index
 from hullft.data.merge import index_files, space_paths
@@ -154,7 +154,7 @@ def load_data_space(cfg: DataConfig, tokenizer, tokenizer_fingerprint: str, embe
                 print(f"data space {keys.index} is damaged ({str(e).splitlines()[0]}); rebuilding its files",
                       file=sys.stderr)
                 _discard(keys)
-        build.build_all(cfg, keys, tokenizer, embedder)
+        stages.build_all(cfg, keys, tokenizer, embedder)
     try:
         return _load(cfg, keys)
     except (OSError, ValueError) as e:
