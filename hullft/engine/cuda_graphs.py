@@ -15,6 +15,9 @@ How the captured step stays equal to the eager one:
 - Gradient Reuse replays only the optimizer-step graph; the divergence guard reads loss and norm after
   each forward/backward (one small device-to-host copy).
 
+The first capture of each shape is checked against eager before it is used (capture_check.py); a mismatch or a
+capture error makes the job run eagerly, saying so.
+
 `emulate=True` (tests on a CPU) runs the recorded functions instead of graphs: the same static buffers,
 padding, state handling and step order, checkable against eager without a GPU.
 """
@@ -27,6 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from hullft.config import DType, EngineConfig
+from hullft.engine.capture_check import CaptureFailed, capturing, check_logits, check_step, trains_with_dropout
 from hullft.models import synchronize
 from hullft.engine.train_steps import (bucket_length, loss_and_gradients, make_optimizer, padded,
                                 zero_optimizer_state)
@@ -86,7 +90,8 @@ class CapturedSteps:
         self.graphs: Dict[int, _Recorded] = {}
         self.optimizer = make_optimizer(cfg, params, capturable=not emulate)
         # the step graph's warm-up updates weights and state: the engine restores both before any query
-        self.step_graph = _Recorded(self._optimizer_step, device, emulate, self.pool)
+        self.step_graph = capturing("the optimizer step", lambda: _Recorded(self._optimizer_step, device, emulate,
+                                                                           self.pool))
         self.capture_seconds = 0.0
 
     def _optimizer_step(self) -> None:
@@ -106,7 +111,8 @@ class CapturedSteps:
             raise RuntimeError(f"the captured engine's gradient tensors were replaced ({hint})")
 
     def prepare(self, lengths: Sequence[int]) -> float:
-        """Capture the forward/backward graph of every bucket these lengths need and that is not captured yet."""
+        """Capture the forward/backward graph of every bucket these lengths need and that is not captured yet,
+        each checked against eager (CaptureFailed if it fails or differs)."""
         self._check_gradients("a second engine on the same model? use one engine per model")
         start = time.perf_counter()
         for length in sorted({bucket_length(n, self.cfg.bucket, self.context) for n in lengths}):
@@ -114,10 +120,15 @@ class CapturedSteps:
                 continue
             ids = torch.zeros((1, length), dtype=torch.long, device=self.device)
             labels = torch.zeros_like(ids)  # real labels during warm-up keep the loss finite
-            self.graphs[length] = _Recorded(self._forward_backward_fn(ids, labels), self.device, self.emulate,
-                                            self.pool)
+            recorded = capturing(f"the {length}-token training step", lambda: _Recorded(
+                self._forward_backward_fn(ids, labels), self.device, self.emulate, self.pool))
             self._check_gradients("backward reallocated them during capture; run with engine.cuda_graphs=false")
-            self.buffers[length] = (ids, labels)
+            self.graphs[length], self.buffers[length] = recorded, (ids, labels)
+            if trains_with_dropout(self.model):
+                log.info("the captured %d-token training step is not checked against eager: the model trains "
+                         "with dropout, whose random draws differ", length)
+            else:
+                check_step(self, length)
         synchronize(self.device)
         seconds = time.perf_counter() - start
         if seconds > 0.05:
@@ -157,8 +168,10 @@ class CapturedLogits:
         self.bucket, self.context, self.emulate = bucket, context, emulate
         self.graphs: Dict[int, Tuple[torch.Tensor, _Recorded]] = {}
         self.capture_seconds = 0.0
+        self.failed = ""  # why scoring went eager, once a capture failed or differed from eager
 
     def _capture(self, length: int) -> Tuple[torch.Tensor, _Recorded]:
+        """The window's graph, checked against eager (CaptureFailed if it fails or differs)."""
         start = time.perf_counter()
         ids = torch.zeros((1, length), dtype=torch.long, device=self.device)
 
@@ -170,26 +183,41 @@ class CapturedLogits:
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
-            recorded = _Recorded(body, self.device, self.emulate, None)
+            recorded = capturing(f"the {length}-token scoring window",
+                                 lambda: _Recorded(body, self.device, self.emulate, None))
         self.model.train(was_training)
+        check_logits(self, length, ids, recorded)
         self.capture_seconds += time.perf_counter() - start
         return ids, recorded
+
+    def _eager(self, inputs: List[int]) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == DType.bf16):
+            return self.model(input_ids=torch.tensor([inputs], device=self.device)).logits[0]
+
+    def _capture_or_fall_back(self, length: int) -> None:
+        try:
+            self.graphs[length] = self._capture(length)
+        except CaptureFailed as e:
+            self.failed = str(e)
+            log.warning("engine.cuda_graphs: %s; this job scores eagerly", e)
 
     def prepare(self, window: int) -> float:
         """Capture every bucket a window of at most `window` tokens can need (once per job, outside t_eval)."""
         before = self.capture_seconds
         top = bucket_length(min(window, self.context), self.bucket, self.context)
         for length in sorted({bucket_length(n, self.bucket, self.context) for n in range(1, top + 1)}):
-            if length not in self.graphs:
-                self.graphs[length] = self._capture(length)
+            if length not in self.graphs and not self.failed:
+                self._capture_or_fall_back(length)
         synchronize(self.device)
         log.info("captured scoring windows %s in %.2f s", sorted(self.graphs), self.capture_seconds - before)
         return self.capture_seconds - before
 
     def __call__(self, inputs: List[int]) -> torch.Tensor:
         length = bucket_length(len(inputs), self.bucket, self.context)
-        if length not in self.graphs:
-            self.graphs[length] = self._capture(length)
+        if length not in self.graphs and not self.failed:
+            self._capture_or_fall_back(length)
+        if self.failed:
+            return self._eager(inputs)
         ids, recorded = self.graphs[length]
         ids.zero_()
         ids[0, :len(inputs)] = torch.tensor(inputs, device=self.device)

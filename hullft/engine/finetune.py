@@ -22,6 +22,7 @@ import torch
 
 from hullft.config import EngineConfig, StepOrder
 from hullft.engine.compiled import CompiledSteps, compile_wanted, why_not_compiled
+from hullft.engine.capture_check import CaptureFailed
 from hullft.engine.cuda_graphs import CapturedSteps, why_not_captured
 from hullft.models import LoadedModel, synchronize
 from hullft.engine.train_steps import EagerSteps
@@ -102,8 +103,11 @@ class FinetuneEngine:
         wanted = graphs_wanted(self.cfg.cuda_graphs)
         why = None if emulate else why_not_captured(self.cfg, self.device)
         if wanted is not False and not why:
-            return CapturedSteps(*args, context=self.loaded.context_length, emulate=emulate)
-        if why and (wanted or self.device.type == "cuda"):
+            try:
+                return CapturedSteps(*args, context=self.loaded.context_length, emulate=emulate)
+            except CaptureFailed as e:
+                why = str(e)
+        if why and (wanted or self.device.type == "cuda" or emulate):
             log.warning("engine.cuda_graphs=%s: training steps run eagerly: %s", self.cfg.cuda_graphs, why)
         not_compiled = why_not_compiled(self.cfg.compile, self.loaded.fingerprint, self.loaded.dtype, self.device,
                                         expected_steps, self.cfg.batch_size)
@@ -120,6 +124,17 @@ class FinetuneEngine:
 
         return get_peft_model(model, LoraConfig(r=self.cfg.lora_r, lora_alpha=self.cfg.lora_alpha,
                                                 target_modules="all-linear", lora_dropout=0.0))
+
+    def _prepare(self, lengths: List[int]) -> float:
+        """The steps' one-off work for these lengths; a captured step that fails its check against eager makes
+        this engine's steps eager from here on (compiling or capturing was never part of a query's seconds)."""
+        try:
+            return self.steps.prepare(lengths)
+        except CaptureFailed as e:
+            log.warning("engine.cuda_graphs=%s: %s; this job's training steps run eagerly", self.cfg.cuda_graphs, e)
+            self.steps = EagerSteps(self.model, self.params, self.cfg, self.loaded.dtype, self.device)
+            self.steps.reset()
+            return 0.0
 
     @torch.no_grad()
     def reset(self) -> None:
@@ -138,7 +153,7 @@ class FinetuneEngine:
         called with the clock stopped (an anytime curve scores the prompt there); a divergence calls it for
         the checkpoints it skips, with the weights as they stopped."""
         seqs = [list(s)[:max_length] if max_length else list(s) for s in sequences]
-        capture = self.steps.prepare([len(s) for s in seqs])  # one-off, outside the timed steps
+        capture = self._prepare([len(s) for s in seqs])  # one-off, outside the timed steps
         synchronize(self.device)
         clock = _Clock()
         torch.manual_seed(self.cfg.seed)
