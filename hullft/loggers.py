@@ -8,6 +8,7 @@ from typing import Dict
 import pandas as pd
 
 from hullft.config import LoggerConfig
+from hullft.report.configurations import config_id
 
 WANDB_METRICS = ["bpb", "bpb_base", "bpb_pct", "t_retrieve", "t_select", "t_finetune", "t_eval", "t_total",
                  "fwd_bwd", "distinct"]
@@ -26,10 +27,13 @@ class WandbLogger:
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
-        self.wandb = wandb
+        self.wandb, self.run_config = wandb, run_config
         self.step = 0
+        # named by the job's overrides (what it changes from the defaults); config_id groups the runs of one
+        # configuration (shards, workers, resumed runs) as the report merges them
         self.run = wandb.init(project=cfg.project, mode=cfg.mode, dir=str(out_dir), group=cfg.group or group,
-                              name=name, config=run_config, reinit="finish_previous")
+                              name=name, config={**run_config, "config_id": config_id(run_config)},
+                              reinit="finish_previous")
         self.run.define_metric("bpb_pct", step_metric="query")
 
     def log_query(self, record: Dict) -> None:
@@ -39,6 +43,7 @@ class WandbLogger:
     def finish(self, records: pd.DataFrame, out_dir: Path) -> None:
         from hullft.report.tables import pareto_plot, summarize
 
+        self.run.summary.update({"config_id": config_id(self.run_config)})
         if len(records):
             points = summarize(records)
             self.run.summary.update({"bpb_pct_mean": float(records.bpb_pct.mean()),

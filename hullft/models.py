@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Tuple
 
 import torch
+from filelock import FileLock
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
 
 from hullft.cache import cache_root, file_digest
@@ -75,13 +76,18 @@ def _gguf_key(cfg: ModelConfig) -> Tuple[Path, str]:
 
 
 def _made_once(target: Path, marker: str, write: Callable[[Path], None]) -> Path:
-    """target, written by write(tmp) into a temporary folder and renamed, unless target/marker exists."""
-    if not (target / marker).exists():
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        write(tmp)
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+    """target, written by write(tmp) into a temporary folder and renamed, unless target/marker exists. Processes
+    started together on an empty cache write it once: the others wait on the lock, then find the marker."""
+    if (target / marker).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.with_name(target.name + ".lock"))):
+        if not (target / marker).exists():
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            write(tmp)
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
     return target
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Sequence
 
 import pandas as pd
 from hydra.errors import InstantiationException
@@ -28,6 +28,7 @@ from hullft.engine.finetune import FinetuneEngine
 from hullft.errors import ConfigError, UserError
 from hullft.signals import stop_on_signals
 from hullft.loggers import make_logger
+from hullft.methods import Job
 from hullft.hardware import cpu_name
 from hullft.models import load_model, resolve_dtype
 from hullft.per_query import QueryRun, selector_name
@@ -172,6 +173,7 @@ def _query_loop(cfg, out_dir, group, name, plain, store, selector, method, loade
         return store.frame()
     log.info("%d queries (%d already done) in %s", len(queries), queries.doc_id.isin(store.done).sum(), out_dir)
     left = int((~queries.doc_id.isin(store.done)).sum())
+    method.prepare(Job(cfg, loaded, space, embedder))
     keep_freed_memory()  # scoring and training reuse freed buffers instead of faulting in new pages
     engine = FinetuneEngine(loaded, cfg.engine, expected_steps=left * cfg.budget if method.trains else 0)
     warm_up(engine, loaded, cfg, queries.text.iloc[0])

@@ -1,4 +1,5 @@
 """The runner end to end through `python run.py`, on the tiny model and the fixture corpus."""
+import json
 import os
 import signal
 import struct
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from hullft.report.tables import load_records, summarize, write_report
 
@@ -128,6 +130,8 @@ def test_wandb_offline_writes_a_readable_run(tmp_path, tiny_overrides):
     assert sum("bpb_pct" in h for h in history) == 3  # one per query
     assert "bpb_pct_mean" in summary and "pareto/path" in summary  # the Pareto plot
     assert summary["records/nrows"] == "3"  # the records table
+    from hullft.report.configurations import config_id  # the report's configuration, to group runs by
+    assert json.loads(summary["config_id"]) == config_id(yaml.safe_load((out / "config.yaml").read_text()))
 
 
 def test_logger_none_writes_no_wandb_files(tmp_path, tiny_overrides):

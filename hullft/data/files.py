@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
 
 from hullft.cache import atomic_path, cache_root, file_digest, verified_digest, write_checksum
 
@@ -93,3 +95,20 @@ class RowGroupWriter:
         self._flush(final=True)
         self.writer.close()
         return True
+
+
+@contextmanager
+def one_builder(lock_name: str, what: str):
+    """Held while this process builds or repairs `what` under the data-space root: N workers started together on
+    an empty cache build it once, the others waiting (and saying so) until it is there."""
+    root().mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(root() / lock_name))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"{what} is being built by another process; waiting for it", file=sys.stderr)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

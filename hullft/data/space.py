@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,12 +17,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from filelock import FileLock, Timeout
 
 from hullft.cache import checksum_path, content_hash, verified_digest
 from hullft.config import DataConfig
 from hullft.data import build, stages
 from hullft.data.embeddings import EmbeddingFile
+from hullft.data.files import one_builder
 from hullft.data.index import joined, lists_path, make_search, read_index
 from hullft.data.merge import index_files, space_paths
 from hullft.data.token_store import TokenStore
@@ -146,7 +145,7 @@ def load_data_space(cfg: DataConfig, tokenizer, tokenizer_fingerprint: str, embe
             return _load(cfg, keys)
         except (OSError, ValueError):
             pass  # judged again under the build lock: another process may be rebuilding it
-    with _one_builder(keys):
+    with one_builder(f".build-{keys.index}.lock", f"data space {keys.index}"):
         if build.manifest_path(keys).exists():
             try:
                 return _load(cfg, keys)  # another process built it while this one waited
@@ -160,23 +159,6 @@ def load_data_space(cfg: DataConfig, tokenizer, tokenizer_fingerprint: str, embe
     except (OSError, ValueError) as e:
         raise UserError(f"data space {keys.index} is still damaged after a rebuild ({str(e).splitlines()[0]}); "
                         f"delete {build.root()} (or run `make clean-cache`) and run again") from None
-
-
-@contextmanager
-def _one_builder(keys: build.Keys):
-    """Held while this process builds or repairs the space: N workers started together on an empty cache build it
-    once, the others waiting (and saying so) until it is there."""
-    build.root().mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(build.root() / f".build-{keys.index}.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        print(f"data space {keys.index} is being built by another process; waiting for it", file=sys.stderr)
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _discard(keys: build.Keys) -> None:

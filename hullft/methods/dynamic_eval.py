@@ -16,7 +16,7 @@ from typing import List
 import torch
 
 from hullft.engine.finetune import FinetuneResult
-from hullft.methods import Evaluation
+from hullft.methods import Evaluation, Method
 from hullft.scoring.bpb import Score, Window, eager_logits, query_windows, window_nll
 
 
@@ -42,7 +42,7 @@ def merged(parts: List[FinetuneResult]) -> FinetuneResult:
         token_pairs=sum(p.token_pairs for p in parts))
 
 
-class DynamicEval:
+class DynamicEval(Method):
     name = "dynamic_eval"
     retrieves = False
     trains = False  # not on a selection: it trains on the query while scoring it

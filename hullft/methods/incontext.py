@@ -20,11 +20,11 @@ from typing import List
 
 import numpy as np
 
-from hullft.methods import Evaluation
+from hullft.methods import Evaluation, Method
 from hullft.scoring.bpb import prefix_token_id
 
 
-class InContext:
+class InContext(Method):
     name = "incontext"
     retrieves = True
     trains = False

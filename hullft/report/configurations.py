@@ -41,6 +41,11 @@ def identity(config: Dict[str, object]) -> Dict[str, object]:
             if k not in NAMES_NOTHING and not k.startswith(NAMES_NOTHING_PREFIXES)}
 
 
+def config_id(config: Dict) -> str:
+    """The configuration a resolved config (nested, as in config.yaml) measures: what its records merge under."""
+    return content_hash(identity(flat(config)))
+
+
 def read_config(records_file: Path) -> Dict[str, object] | None:
     path = Path(records_file).parent / "config.yaml"
     if not path.exists():
