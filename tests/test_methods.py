@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from hullft.compose import compose_config
 from hullft.engine.finetune import FinetuneEngine
 from hullft.errors import ConfigError
+from hullft.methods import Method, MethodRun
 from hullft.methods.dynamic_eval import DynamicEval
 from hullft.methods.incontext import InContext
 from hullft.models import load_model
@@ -18,7 +19,7 @@ from hullft.runner import run_job
 from hullft.scoring.bpb import prefix_token_id, query_windows, score_text
 from hullft.selection.multiset import Multiset
 
-METHODS = ["finetune", "incontext", "finetune+incontext", "dynamic_eval", "none"]
+METHODS = ["finetune", "incontext", "finetune+incontext", "dynamic_eval", "none", "merge"]
 SAME = ["query_id", "method", "selector", "n", "opt_steps", "fwd_bwd", "context_tokens", "query_tokens"]
 
 
@@ -27,13 +28,27 @@ def tiny():
     return load_model(compose_config(["model=tiny"]).model)
 
 
-def run_for(loaded, text, eval_overrides=(), pool=(), rows=()):
-    """The parts of a QueryRun a method reads: the model, the query, the eval config, the pool's tokens."""
-    cfg = compose_config(["model=tiny", *eval_overrides])
-    space = types.SimpleNamespace(pool=types.SimpleNamespace(tokens=lambda row: list(pool[row])))
-    return types.SimpleNamespace(loaded=loaded, cfg=cfg, query=types.SimpleNamespace(text=text), space=space,
-                                 rows=np.asarray(rows, dtype=np.int64), forward=None,
-                                 score=lambda context=(): score_text(loaded, text, cfg.eval, None, context))
+class StubRun:
+    """The parts of a QueryRun a method reads (the MethodRun protocol): the model, the query, the config, the
+    pool's tokens and the retrieved rows."""
+
+    def __init__(self, loaded, text, cfg, pool, rows):
+        self.loaded, self.cfg, self.engine = loaded, cfg, None
+        self.query = types.SimpleNamespace(text=text, doc_id="q", domain="d")
+        self.space = types.SimpleNamespace(pool=types.SimpleNamespace(tokens=lambda row: list(pool[row])))
+        self.rows = np.asarray(rows, dtype=np.int64)
+
+    def score(self, context=()):
+        return score_text(self.loaded, self.query.text, self.cfg.eval, None, context)
+
+    def query_embedding(self):
+        raise AssertionError("these methods do not embed the query")
+
+
+def run_for(loaded, text, eval_overrides=(), pool=(), rows=()) -> MethodRun:
+    run = StubRun(loaded, text, compose_config(["model=tiny", *eval_overrides]), pool, rows)
+    assert isinstance(run, MethodRun)
+    return run
 
 
 @torch.no_grad()
@@ -157,7 +172,8 @@ def test_no_state_crosses_queries(tmp_path, tiny_overrides, monkeypatch, method)
 
     args = [*tiny_overrides, "queries_per_domain=1", "selector=nn", "budget=3", "engine.lr=3e-3",
             f"method={method}", "method.segment=64" if method == "dynamic_eval" else "",
-            "method.context_tokens=200" if "incontext" in method else ""]
+            "method.context_tokens=200" if "incontext" in method else "",
+            *(["method.experts.clusters=3", "method.experts.steps=4", "method.beta=0.5"] if method == "merge" else [])]
     cfg = compose_config([a for a in args if a])
     forward = run_job(cfg, tmp_path / "forward")
     pick = hullft.runner.pick_queries
@@ -172,6 +188,8 @@ def test_no_state_crosses_queries(tmp_path, tiny_overrides, monkeypatch, method)
         assert (a.selector == "none").all() and (a.n == 0).all() and (a.t_retrieve == 0).all()
     if method == "none":
         np.testing.assert_allclose(a.bpb, a.bpb_base, rtol=1e-12)
+    if method == "merge":  # every query merged some experts, and merging moved its score
+        assert (a.experts_merged >= 1).all() and (a.bpb != a.bpb_base).all() and (a.t_offline > 0).all()
 
 
 @pytest.mark.parametrize("overrides, line", [
@@ -187,3 +205,18 @@ def test_a_method_setting_that_cannot_run_is_refused_in_one_line(tmp_path, tiny_
     assert line in str(refused.value) and not (tmp_path / "out").exists()
     if "context_tokens" in line or "selects nothing" in line:
         assert isinstance(refused.value, ConfigError)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_option_is_a_method(method):
+    from hydra.utils import instantiate
+
+    assert isinstance(instantiate(compose_config([f"method={method}"]).method), Method)
+
+
+def test_merge_with_no_expert_above_tau_is_the_base_model_and_says_so(tmp_path, tiny_overrides):
+    cfg = compose_config([*tiny_overrides, "queries_per_domain=1", "method=merge", "method.experts.clusters=3",
+                          "method.experts.steps=4", "method.beta=10", "method.tau=0.5", "checkpoints=[]"])
+    records = run_job(cfg, tmp_path / "out")
+    assert (records.experts_merged == 0).all() and (records.experts_weight == 0).all()
+    np.testing.assert_allclose(records.bpb, records.bpb_base, rtol=1e-12)

@@ -1,4 +1,4 @@
-"""python -m hullft.data build|scan|keep|documents|chunk|plan|embed|merge|stats [hydra overrides]
+"""python -m hullft.data build|scan|keep|documents|chunk|plan|embed|merge|stats|experts [hydra overrides]
 
     build      the whole data space, every stage in this process; with data.num_shards=N, every stage as
                its own sweep: a sharded stage's N jobs go through the configured Hydra launcher, e.g.
@@ -11,6 +11,10 @@
                one global stage, in this process
     stats      per domain: documents, sources, bytes, query documents, pool sequences and tokens; and the
                index's recall@k against exact search on a sample of query documents
+    experts    method=merge's experts over the built space (hullft/experts/): the clusters, then expert i when
+               i % data.num_shards == data.shard, e.g. over 4 jobs:
+               python -m hullft.data experts -m method=merge data.num_shards=4 'data.shard=range(0,4)' \
+                   hydra/launcher=submitit_slurm
 """
 import os
 import subprocess
@@ -34,7 +38,8 @@ from hullft.jobs import guarded, run_cli
 from hullft.models import load_tokenizer
 from hullft.validate import check_config
 
-ACTIONS = ("build", *stages.STAGES, "stats")
+ACTIONS = ("build", *stages.STAGES, "stats", "experts")
+SHARDED = (*stages.SHARDED_STAGES, "experts")
 RECALL_QUERIES = 32
 OVERRIDES: List[str] = []  # the command line's overrides, which a sharded build passes on to each stage's sweep
 
@@ -43,11 +48,15 @@ def act(action: str, cfg: DictConfig) -> None:
     check_config(cfg)
     data = cfg.data
     sweep = HydraConfig.get().mode.name == "MULTIRUN"
-    if sweep and action not in stages.SHARDED_STAGES:
+    if sweep and action not in SHARDED:
         raise UserError(f"`python -m hullft.data {action}` runs in one process: drop -m (a sharded build is "
-                        f"`build data.num_shards=N`, or the stages {', '.join(stages.SHARDED_STAGES)} with -m)")
+                        f"`build data.num_shards=N`, or the stages {', '.join(SHARDED)} with -m)")
     if action == "build" and data.num_shards > 1:
         return run_sharded(data.num_shards)
+    if action == "experts":
+        from hullft.experts.stage import settings_of
+
+        settings_of(cfg)  # refused before anything is built
     tokenizer, fingerprint = load_tokenizer(cfg.model)  # a build needs the tokenizer, not the weights
     embedder = Embedder(cfg.embedder)
     keys = build.Keys.of(data, fingerprint, embedder.fingerprint)
@@ -57,6 +66,10 @@ def act(action: str, cfg: DictConfig) -> None:
     space = load_data_space(data, tokenizer, fingerprint, embedder)
     print(f"data space {space.key}: {len(space.queries)} query documents, {len(space.pool)} pool sequences, "
           f"index {data.index}")
+    if action == "experts":
+        from hullft.experts.stage import build_experts
+
+        print(build_experts(cfg, space, fingerprint, data.shard, data.num_shards))
     if action == "stats":
         from hullft.per_query import embed_query
 

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 
 from hullft.cache import atomic_path, file_digest, write_checksum
 from hullft.data.files import intact, one_builder, root, save_json, save_npy
+from hullft.embedder import every_core
 from hullft.errors import UserError
 from hullft.experts.clusters import cluster_pool
 from hullft.experts.settings import ExpertSettings
@@ -78,12 +79,19 @@ def finished(path: Path) -> bool:
 
 
 def build_experts(cfg, space, fingerprint, shard: int = 0, num_shards: int = 1) -> str:
-    """This shard's missing experts (and the clusters, if missing); a line saying what was done."""
+    """This shard's missing experts (and the clusters, if missing); a line saying what was done. Training uses
+    every core of the process's affinity, whatever a launcher's thread limit (hullft/embedder.py's every_core):
+    an expert is the same bytes from any shard."""
     settings, directory = settings_of(cfg), experts_dir(cfg, space, fingerprint)
-    centroids, assignment = _clusters(directory, settings, space)
+    directory.mkdir(parents=True, exist_ok=True)
+    with one_builder(f".{directory.name}-clusters.lock", f"the clusters of {directory.name}"):
+        centroids, assignment = _clusters(directory, settings, space)
     todo = [i for i in range(settings.clusters) if i % num_shards == shard and not finished(directory / str(i))]
-    if todo:
-        engine = expert_engine(load_model(cfg.model), cfg.engine, settings)  # a copy: the job's model stays as it is
+    if not todo:
+        return f"experts: none to train, {settings.clusters} in {directory}"
+    loaded = load_model(cfg.model)  # a copy: LoRA wraps it, and the job's model stays as it is
+    with every_core(loaded.device):
+        engine = expert_engine(loaded, cfg.engine, settings)
         for i in todo:
             members = np.flatnonzero(assignment == i)
             if not len(members):  # a centroid no row is nearest to: its nearest rows
@@ -95,7 +103,8 @@ def build_experts(cfg, space, fingerprint, shard: int = 0, num_shards: int = 1) 
     return f"experts: {len(todo)} trained, {settings.clusters} in {directory}"
 
 
-def _read(directory: Path, i: int) -> Tuple[Dict, float, Dict]:
+def read_expert(directory: Path, i: int) -> Tuple[Dict, float, Dict]:
+    """Expert i's LoRA tensors (PEFT's names), its scaling (lora_alpha / r) and its cost."""
     path = directory / str(i)
     adapter = safetensors.torch.load_file(str(path / "adapter_model.safetensors"))
     config = json.loads((path / "adapter_config.json").read_text())
@@ -111,13 +120,13 @@ def load_experts(cfg, space, fingerprint) -> Experts:
         loaded = []
         for i in range(settings.clusters):
             try:
-                loaded.append(_read(directory, i))
+                loaded.append(read_expert(directory, i))
             except (OSError, ValueError, KeyError, RuntimeError) as e:
                 print(f"expert {i} in {directory} does not read ({type(e).__name__}); training it again",
                       file=sys.stderr)
                 shutil.rmtree(directory / str(i), ignore_errors=True)
                 build_experts(cfg, space, fingerprint)
-                loaded.append(_read(directory, i))
+                loaded.append(read_expert(directory, i))
     costs = [json.loads((directory / "clusters.json").read_text())] + [c for _, _, c in loaded]
     total = {k: float(sum(c.get(k, 0.0) for c in costs)) for k in ("seconds", "cpu_seconds", "flops")}
     return Experts(directory, centroids, [a for a, _, _ in loaded], [s for _, s, _ in loaded], total)

@@ -7,6 +7,7 @@ expert is the same bytes whichever process trains it and in whichever order.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -46,6 +47,15 @@ def adapter_state(engine: FinetuneEngine) -> Dict[str, torch.Tensor]:
     return {k: v.detach().float().contiguous().cpu() for k, v in get_peft_model_state_dict(engine.model).items()}
 
 
+def _in_one_order(path: Path) -> None:
+    """PEFT writes "all-linear"'s target modules from a set, in an order that changes with the process's hash
+    seed: sorted, an expert is the same bytes from every process."""
+    config = json.loads(path.read_text())
+    config = {k: sorted(v) if isinstance(v, list) and all(isinstance(x, str) for x in v) else v
+              for k, v in config.items()}
+    path.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
 def train_expert(engine: FinetuneEngine, sequences: List[List[int]], max_length: int, path: Path) -> Dict:
     """Train from the initialisation, save into `path` (a directory, made whole or not at all); its cost."""
     engine.reset()
@@ -59,6 +69,7 @@ def train_expert(engine: FinetuneEngine, sequences: List[List[int]], max_length:
     try:
         safetensors.torch.save_file(adapter_state(engine), str(tmp / "adapter_model.safetensors"))
         engine.model.peft_config["default"].save_pretrained(str(tmp))
+        _in_one_order(tmp / "adapter_config.json")
         save_json(cost, tmp / "cost.json")
         os.chmod(tmp, 0o755)
         try:

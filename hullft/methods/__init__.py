@@ -59,6 +59,7 @@ class MethodRun(Protocol):
     query: object        # .text, .doc_id, .domain
     space: object        # .pool.tokens(row): the pool's sequences
     rows: np.ndarray     # the retrieved candidates' pool rows (a selection's indices point into them)
+    engine: object       # the job's FinetuneEngine (dynamic evaluation trains while it scores)
 
     def score(self, context: Sequence[int] = ()) -> Score:
         """The query's BPB with the weights as they are now, `context` before every window."""
