@@ -78,3 +78,18 @@ def test_report_cli_writes_the_paired_table(tmp_path, capsys):
     assert (tmp_path / "out" / "paired.md").exists()
     printed = capsys.readouterr().out
     assert "bpb_bw_pct" in printed and "a_wins" in printed
+
+
+def test_one_time_work_is_reported_in_total_and_per_query_but_not_in_the_seconds():
+    from hullft.report.tables import offline_caption, summarize
+
+    df = synthetic_records()
+    df["method"] = "finetune"
+    merged = df[df.selector == "nn"].assign(method="merge", selector="none", n=0, config_hash="merge",
+                                            t_offline=600.0, offline_flops=3e12, t_total=0.5)
+    points = summarize(pd.concat([df, merged], ignore_index=True)).set_index("method")
+    assert points.loc["merge", "offline_s"] == 600.0 and points.loc["merge", "offline_gflops"] == 3000.0
+    assert points.loc["merge", "offline_s_per_query"] == pytest.approx(600.0 / 12)
+    assert points.loc["merge", "t_total"] == 0.5  # per-query test-time seconds only
+    assert (points.loc["finetune", "offline_s"] == 0).all()
+    assert offline_caption(points.reset_index()) == "merge n=0: one-time 600 s, 3,000 GFLOPs (50.00 s per query over 12)"

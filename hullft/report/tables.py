@@ -12,7 +12,8 @@ Writes
   that interval excludes zero (`resolved`), the queries that would resolve a difference of its size at its
   spread (hullft/report/intervals.py), and the share of queries the first one wins (ties count half);
 - points.csv/.md (one point per configuration: mean BPB% against mean wall-clock per query, Pareto front
-  marked) and pareto.png;
+  marked; one-time work such as merge's experts in total and per query at the run's query count, never in the
+  per-query seconds) and pareto.png (its title says what the one-time work cost);
 - sigma.csv/.md and sigma.png: how well the posterior sigma predicts the gain (hullft/report/sigma_gain.py).
 
 Records are grouped by `setting`: `n=8` for a fixed budget, `alpha=0.5 n<=20` for an adaptive one (placed
@@ -180,16 +181,31 @@ def summarize(records: pd.DataFrame) -> pd.DataFrame:
     records = records.assign(**{c: np.nan for c in ("t_eval", "eval_flops", "train_flops") if c not in records})
     records = records.assign(gflops=(records.eval_flops + records.train_flops) / 1e9)
     records = records.assign(config_id=records["config_id"] if "config_id" in records else records.config_hash)
+    records = records.assign(**{c: records[c].fillna(0.0) if c in records else 0.0
+                                for c in ("t_offline", "offline_flops")})
     points = (records.groupby(["method", "selector", "label", "setting", "refresh_interval", "config_id"])
               .agg(n=("n", "mean"), bpb_pct=("bpb_pct", "mean"), se=("bpb_pct", _se), t_total=("t_total", "mean"),
                    t_select=("t_select", "mean"), t_finetune=("t_finetune", "mean"), t_eval=("t_eval", "mean"),
-                   gflops=("gflops", "mean"), fwd_bwd=("fwd_bwd", "mean"), queries=("bpb_pct", "size"))
+                   gflops=("gflops", "mean"), fwd_bwd=("fwd_bwd", "mean"), queries=("bpb_pct", "size"),
+                   offline_s=("t_offline", "max"), offline_gflops=("offline_flops", "max"))
               .reset_index().sort_values(["method", "selector", "t_total"]).reset_index(drop=True))
+    points["offline_gflops"] /= 1e9
+    # one-time work (merge's experts) in total and shared over this run's queries; not in t_total
+    points["offline_s_per_query"] = points.offline_s / points.queries
     points["pareto"] = pareto_mask(points.t_total.values, points.bpb_pct.values)
     return points
 
 
-MARKERS = {"finetune": "o", "incontext": "s", "finetune+incontext": "D", "dynamic_eval": "^", "none": "*"}
+def offline_caption(points: pd.DataFrame) -> str:
+    """What the points' one-time work cost, for the plot: their seconds stay per-query test-time seconds."""
+    once = points[points.offline_s > 0]
+    return "; ".join(f"{r.method} {r.setting} {r.label}".replace("  ", " ").strip() +
+                     f": one-time {r.offline_s:,.0f} s, {r.offline_gflops:,.0f} GFLOPs "
+                     f"({r.offline_s_per_query:.2f} s per query over {r.queries})" for r in once.itertuples())
+
+
+MARKERS = {"finetune": "o", "incontext": "s", "finetune+incontext": "D", "dynamic_eval": "^", "none": "*",
+           "merge": "P"}
 
 
 def pareto_plot(points: pd.DataFrame, path: Path) -> Path:
@@ -211,6 +227,9 @@ def pareto_plot(points: pd.DataFrame, path: Path) -> Path:
     ax.plot(front.t_total, front.bpb_pct, "k--", lw=1, alpha=0.6, label="Pareto front")
     ax.scatter(front.t_total, front.bpb_pct, s=140, facecolors="none", edgecolors="k")
     ax.set_xlabel("mean wall-clock per query (s): retrieve + select + finetune + score")
+    caption = offline_caption(points)
+    if caption:
+        ax.set_title("not in the seconds: " + caption, fontsize=7, wrap=True)
     ax.set_ylabel("BPB % of the base model (lower is better)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -260,6 +279,9 @@ def main(argv=None) -> None:
     if len(sigma):
         print("\nsigma vs realised gain (Spearman rho, bootstrap 95% interval over queries):")
         print(sigma.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    caption = offline_caption(summarize(records))
+    if caption:
+        print(f"\none-time work, not in the per-query seconds: {caption}")
     print(f"\nwrote {args.out}/table.md, paired.md, points.md, pareto.png" + (", sigma.md, sigma.png" if len(sigma) else ""))
 
 
