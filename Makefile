@@ -52,15 +52,19 @@ INCONTEXT ?= nn,sift
 ANCHORS ?= dynamic_eval,none
 RIVALS = "method=incontext selector=$(INCONTEXT)" "method=$(ANCHORS) selector=nn checkpoints=[]"
 reproduce: install
-	@failed=0; for rivals in "" $(RIVALS); do \
+	@failed=0; for rivals in "" $(RIVALS) $(MORE); do \
 	  $(PY) $(ROOT)run.py -m +experiments=$(PRESET) $$rivals $(ARGS) || failed=1; done; \
 	$(PY) -m hullft.report multirun/$(PRESET) --out results/$(PRESET) || exit 1; \
 	if [ $$failed -ne 0 ]; then echo "reproduce: the sweeps' failed jobs are listed above; results/$(PRESET) was written from the jobs that finished" >&2; exit 1; fi
 
 # The front sized to its noise: finetuning (nn, sift_exact, hullft) against in-context reading (nn) and the base
-# model at n = 2, 4, 8, 23 queries per domain (207; several hours on 2 cores: rerun it to resume where it stopped)
+# model at n = 2, 4, 8, 23 queries per domain (207; several hours on 2 cores: rerun it to resume where it stopped),
+# and on the same queries adaptation without per-prompt full finetuning: merged LoRA experts (8 and 32; their
+# stage built once and cached), LoRA test-time training (engine=lora) on nn and hullft, finetuning then reading nn
+ADAPTATION = "method=merge selector=nn checkpoints=[] method.experts.clusters=8,32" \
+	"engine=lora selector=nn,hullft" "method=finetune+incontext selector=nn"
 methods:
-	@$(MAKE) --no-print-directory reproduce PRESET=methods INCONTEXT=nn ANCHORS=none
+	@$(MAKE) --no-print-directory reproduce PRESET=methods INCONTEXT=nn ANCHORS=none MORE='$(ADAPTATION)'
 
 report: install
 	$(PY) -m hullft.report $(or $(DIRS),multirun outputs) --out results/report
