@@ -128,7 +128,7 @@ class StubRun:
 
     def __init__(self, loaded, text, embedding):
         self.loaded, self.cfg, self.text, self.embedding = loaded, compose_config(["model=tiny"]), text, embedding
-        self.query, self.space, self.rows = None, None, np.zeros(0, dtype=np.int64)
+        self.query, self.space, self.rows, self.engine = None, None, np.zeros(0, dtype=np.int64), None
 
     def score(self, context=()):
         return score_text(self.loaded, self.text, self.cfg.eval, None, context)

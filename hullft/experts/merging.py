@@ -58,12 +58,18 @@ class MergedAdapters:
 
     @torch.no_grad()
     def add(self, experts: List[int], weights: List[float]) -> None:
-        """Add the weighted experts' delta to the model's weights (the engine's reset restores them)."""
+        """Add the weighted experts' delta to the model's weights (the engine's reset restores them): per weight,
+        one rank-(k*r) product accumulated into it in place, so no (out, in) delta is ever written apart."""
         if not experts:
             return
         chosen = torch.tensor(experts)
         coefficients = torch.tensor(weights, dtype=torch.float32) * self.scalings[chosen]
         for weight, a, b, transposed in self.targets:
-            scaled = a[chosen] * coefficients.to(a.device)[:, None, None]
-            delta = torch.einsum("kir,kro->io", b[chosen], scaled)  # sum_k B_k (w_k s_k A_k): (out, in)
-            weight.add_((delta.T if transposed else delta).to(weight.dtype))
+            k, r, fan_in = len(experts), a.shape[1], a.shape[2]
+            scaled = (a[chosen] * coefficients.to(a.device)[:, None, None]).reshape(k * r, fan_in)
+            stacked = b[chosen].permute(1, 0, 2).reshape(-1, k * r)  # [B_1 ... B_k]: (out, k r)
+            # sum_k B_k (w_k s_k A_k) = [B_1 ... B_k] @ [w_1 s_1 A_1; ...; w_k s_k A_k]
+            if transposed:
+                weight.addmm_(scaled.T.to(weight.dtype), stacked.T.to(weight.dtype))
+            else:
+                weight.addmm_(stacked.to(weight.dtype), scaled.to(weight.dtype))
