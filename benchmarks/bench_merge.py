@@ -95,7 +95,6 @@ def per_query(loaded, cfg, counts, rounds: int) -> None:
               f"{med['merge'] * 1e3:.1f} ms, restore {med['restore'] * 1e3:.1f} ms, score {med['score']:.3f} s; "
               f"weigh + merge + restore = {overhead / med['score']:.3f} of scoring (target <= 0.10); experts held: "
               f"{sum(a.numel() * 4 + b.numel() * 4 for _, a, b, _ in adapters.targets) / 2**20:.0f} MiB")
-        del adapters
 
 
 def stage_memory(counts) -> None:
