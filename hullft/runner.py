@@ -173,7 +173,8 @@ def _query_loop(cfg, out_dir, group, name, plain, store, selector, method, loade
         return store.frame()
     log.info("%d queries (%d already done) in %s", len(queries), queries.doc_id.isin(store.done).sum(), out_dir)
     left = int((~queries.doc_id.isin(store.done)).sum())
-    method.prepare(Job(cfg, loaded, space, embedder))
+    if left:  # a finished job reruns without its method's one-off work (merge's experts)
+        method.prepare(Job(cfg, loaded, space, embedder))
     keep_freed_memory()  # scoring and training reuse freed buffers instead of faulting in new pages
     engine = FinetuneEngine(loaded, cfg.engine, expected_steps=left * cfg.budget if method.trains else 0)
     warm_up(engine, loaded, cfg, queries.text.iloc[0])
