@@ -158,6 +158,7 @@ class QueryRun:
     def record(self, selection: Optional[Multiset], t_select: float, budget: int, result: FinetuneResult,
                evaluation: Evaluation, final: bool, own_pass: bool = True) -> Dict:
         cfg, base, score = self.cfg, self.base, evaluation.score
+        t_select += evaluation.adapt_seconds  # choosing and applying an adaptation without training (merge)
         selected = selection.ordered_rows() if selection is not None else np.zeros(0, dtype=np.int64)
         n = len(selected)
         return {
@@ -173,9 +174,9 @@ class QueryRun:
             "sigma": posterior_sigma(self.q, self.candidates[selected], cfg.llambda)  # a diagnostic, untimed
             if self.method.retrieves else float("nan"),
             "nll_nats": score.nll_nats, "nll_nats_base": base.nll_nats,
-            "t_retrieve": self.t_retrieve, "t_select": t_select + evaluation.adapt_seconds,
+            "t_retrieve": self.t_retrieve, "t_select": t_select,
             "t_finetune": result.seconds, "t_eval": score.seconds,
-            "t_total": self.t_retrieve + t_select + evaluation.adapt_seconds + result.seconds + score.seconds,
+            "t_total": self.t_retrieve + t_select + result.seconds + score.seconds,
             "experts_merged": evaluation.experts_merged, "experts_weight": evaluation.experts_weight,
             "t_offline": evaluation.offline_seconds, "offline_flops": evaluation.offline_flops,
             "eval_flops": forward_flops(self.loaded.model, score.forwarded, score.token_pairs),

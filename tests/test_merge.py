@@ -53,7 +53,7 @@ def train_experts(make_model, directory: Path) -> None:
         train_expert(engine, sequences, 64, directory / str(i))
 
 
-def centroids_and_query(kind: str):
+def centroids_and_query():
     rng = np.random.default_rng(0)
     centroids = rng.normal(size=(EXPERTS, 16)).astype(np.float32)
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
@@ -83,7 +83,7 @@ def test_merged_weights_equal_ttmerges(tmp_path, case):
     ttmerge = pytest.importorskip("ttmerge")
     beta, tau, max_experts = CASES[case]
     train_experts(tiny_llama, tmp_path / "experts")
-    centroids, query = centroids_and_query(case)
+    centroids, query = centroids_and_query()
     ours, theirs = tiny_llama().model, tiny_llama().model
     base = {n: p.detach().clone() for n, p in ours.named_parameters()}
 
@@ -144,7 +144,7 @@ def test_restore_is_bit_exact_and_queries_are_order_free(tmp_path):
     engine = FinetuneEngine(loaded, compose_config(["model=tiny"]).engine)
     before = {n: t.detach().clone() for n, t in loaded.model.state_dict().items()}
     method = Merge(beta=0.5, tau=0.01)
-    centroids, _ = centroids_and_query("nearest")
+    centroids, _ = centroids_and_query()
     read = [read_expert(tmp_path / "experts", i) for i in range(EXPERTS)]
     method.experts = Experts(tmp_path / "experts", centroids, [a for a, _, _ in read], [s for _, s, _ in read],
                              {"seconds": 1.0, "cpu_seconds": 1.0, "flops": 1.0})

@@ -24,13 +24,13 @@ import numpy as np
 import safetensors.torch
 from omegaconf import OmegaConf
 
-from hullft.cache import atomic_path, file_digest, write_checksum
-from hullft.data.files import intact, one_builder, root, save_json, save_npy
+from hullft.cache import atomic_path
+from hullft.data.files import cached, one_builder, root, save_json, save_npy
 from hullft.embedder import every_core
 from hullft.errors import UserError
 from hullft.experts.clusters import cluster_pool
 from hullft.experts.settings import ExpertSettings
-from hullft.experts.train import expert_engine, sample_rows, train_expert
+from hullft.experts.train import expert_engine, expert_engine_config, sample_rows, train_expert
 from hullft.models import load_model, resolve_dtype
 
 
@@ -52,25 +52,28 @@ def settings_of(cfg) -> ExpertSettings:
 
 
 def experts_dir(cfg, space, fingerprint) -> Path:
+    """Keyed by the engine settings the experts are trained with (not the job's own lr, LoRA or compile)."""
     settings = settings_of(cfg)
-    engine = OmegaConf.to_container(cfg.engine, resolve=True, enum_to_str=True)
+    engine = OmegaConf.to_container(expert_engine_config(cfg.engine, settings), resolve=True, enum_to_str=True)
     return root() / f"experts-{settings.key(space.key, fingerprint, resolve_dtype(cfg.model).value, engine)}"
 
 
 def _clusters(directory: Path, settings: ExpertSettings, space) -> Tuple[np.ndarray, np.ndarray]:
-    found = [intact(directory / name, np.load) for name in ("centroids.npy", "clusters.npy")]
-    if all(found):
-        return found[0][0], found[1][0]
-    cpu, start = time.process_time(), time.perf_counter()
-    centroids, assignment = cluster_pool(space.embeddings, settings.clusters, settings.seed)
-    with atomic_path(directory / "clusters.json") as tmp:  # first: whoever finds the arrays finds their cost
-        save_json({"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu, "flops": 0.0},
-                  tmp)
-    for array, name in ((centroids, "centroids.npy"), (assignment, "clusters.npy")):
-        with atomic_path(directory / name) as tmp:
-            save_npy(array, tmp)
-            digest = file_digest(tmp)
-        write_checksum(directory / name, digest)
+    """The centroids and every row's cluster, each file cached with its checksum; k-means runs at most once,
+    whichever of them is missing or damaged (it is seeded: the same arrays either way)."""
+    made: List[np.ndarray] = []
+
+    def k_means() -> List[np.ndarray]:
+        if not made:
+            cpu, start = time.process_time(), time.perf_counter()
+            made.extend(cluster_pool(space.embeddings, settings.clusters, settings.seed))
+            with atomic_path(directory / "clusters.json") as tmp:  # first: whoever finds the arrays finds their cost
+                save_json({"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
+                           "flops": 0.0}, tmp)
+        return made
+
+    centroids, _ = cached(directory / "centroids.npy", lambda: k_means()[0], save_npy, np.load)
+    assignment, _ = cached(directory / "clusters.npy", lambda: k_means()[1], save_npy, np.load)
     return centroids, assignment
 
 

@@ -26,13 +26,16 @@ from hullft.experts.settings import ExpertSettings
 from hullft.flops import forward_flops
 
 
-def expert_engine(loaded, engine_cfg, settings: ExpertSettings) -> FinetuneEngine:
+def expert_engine_config(engine_cfg, settings: ExpertSettings):
     """The job's engine settings with LoRA at the experts' rank, alpha and learning rate, eager (a few dozen steps
     per expert do not pay for a compile)."""
-    cfg = OmegaConf.merge(engine_cfg, {"lora": True, "lora_r": settings.rank, "lora_alpha": settings.alpha,
-                                       "lr": settings.lr, "compile": "false", "seed": settings.seed})
+    return OmegaConf.merge(engine_cfg, {"lora": True, "lora_r": settings.rank, "lora_alpha": settings.alpha,
+                                        "lr": settings.lr, "compile": "false", "seed": settings.seed})
+
+
+def expert_engine(loaded, engine_cfg, settings: ExpertSettings) -> FinetuneEngine:
     torch.manual_seed(settings.seed)  # LoRA's initialisation of A
-    return FinetuneEngine(loaded, cfg)
+    return FinetuneEngine(loaded, expert_engine_config(engine_cfg, settings))
 
 
 def sample_rows(members: np.ndarray, settings: ExpertSettings, expert: int) -> np.ndarray:
