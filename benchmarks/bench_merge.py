@@ -5,9 +5,10 @@
 1. Per query, on a SmolLM2-135M-shaped model (random weights: the timings do not depend on them) in the job's
    precision, with experts of rank 8 on every linear layer but the output (`method.experts.*` defaults), random:
    weighting the experts (ttmerge's rule, default beta and tau, the query near two centroids), adding their merged
-   delta to the weights, and the engine's bit-exact reset, each against scoring one query of ~1,000 tokens
-   (the embedded default's query documents are 300-2,500 tokens), interleaved over rounds (medians). Target: the
-   three together <= 10% of the scoring.
+   delta to the weights and restoring them bit for bit (the merge's own restore, then the engine's reset), each
+   against scoring one query of ~1,000 tokens (the embedded default's query documents are 300-2,500 tokens) with
+   the merge in, interleaved over rounds (medians). Target: the three together <= 10% of the scoring. Both ways
+   of merging: beside the weights (the default) and in place (where captured graphs read the weights).
 2. The experts stage (`python -m hullft.data experts method=merge`, 2 steps per expert: memory does not depend
    on the steps) in a process of its own for each number of experts, on the embedded default's data space (built
    first if missing): its peak RSS. Target: flat in the number of experts. What it creates is removed after.
@@ -30,7 +31,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from hullft.compose import compose_config
 from hullft.data.files import root
 from hullft.engine.finetune import FinetuneEngine
-from hullft.experts.merging import PEFT_PREFIX, MergedAdapters, expert_weights
+from hullft.experts.merging import PEFT_PREFIX, MergedAdapters, expert_weights, scoring_dtype
 from hullft.experts.settings import ExpertSettings
 from hullft.models import LoadedModel, load_tokenizer, resolve_dtype
 from hullft.scoring.bpb import score_text
@@ -74,27 +75,36 @@ def per_query(loaded, cfg, counts, rounds: int) -> None:
     rng = np.random.default_rng(0)
     for count in counts:
         adapters = MergedAdapters(loaded.model, random_experts(loaded.model, count, settings.rank),
-                                  [settings.alpha / settings.rank] * count)
+                                  [settings.alpha / settings.rank] * count, scoring_dtype(loaded))
         centroids = rng.normal(size=(count, 384)).astype(np.float32)
         centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
         query = centroids[0] + centroids[1]
         query /= np.linalg.norm(query)
-        times = {"weigh": [], "merge": [], "restore": [], "score": []}
-        chosen = []
-        for _ in range(rounds + 1):  # the first round warms up
-            t = {}
-            t["weigh"] = _seconds(lambda: chosen.append(expert_weights(query, centroids, 0.2, 0.01, 50)))
-            t["merge"] = _seconds(lambda: adapters.add(*chosen[-1][:2]))
-            t["restore"] = _seconds(engine.reset)
-            t["score"] = _seconds(lambda: score_text(loaded, text, cfg.eval))
-            for k, v in t.items():
-                times[k].append(v)
-        med = {k: statistics.median(v[1:]) for k, v in times.items()}
-        overhead = med["weigh"] + med["merge"] + med["restore"]
-        print(f"{count} experts ({len(chosen[-1][0])} merged): weigh {med['weigh'] * 1e3:.2f} ms, merge "
-              f"{med['merge'] * 1e3:.1f} ms, restore {med['restore'] * 1e3:.1f} ms, score {med['score']:.3f} s; "
-              f"weigh + merge + restore = {overhead / med['score']:.3f} of scoring (target <= 0.10); experts held: "
-              f"{sum(a.numel() * 4 + b.numel() * 4 for _, a, b, _ in adapters.targets) / 2**20:.0f} MiB")
+        for in_place in (False, True):
+            times = {"weigh": [], "merge": [], "restore": [], "score": []}
+            chosen = []
+
+            def restore():
+                adapters.restore()
+                engine.dirty = engine.dirty or in_place  # as method=merge marks an in-place merge
+                engine.reset()
+
+            for _ in range(rounds + 1):  # the first round warms up
+                t = {}
+                t["weigh"] = _seconds(lambda: chosen.append(expert_weights(query, centroids, 0.2, 0.01, 50)))
+                t["merge"] = _seconds(lambda: adapters.add(*chosen[-1][:2], in_place))
+                t["score"] = _seconds(lambda: score_text(loaded, text, cfg.eval))
+                t["restore"] = _seconds(restore)
+                for k, v in t.items():
+                    times[k].append(v)
+            med = {k: statistics.median(v[1:]) for k, v in times.items()}
+            overhead = med["weigh"] + med["merge"] + med["restore"]
+            print(f"{count} experts ({len(chosen[-1][0])} merged), "
+                  f"{'in place, the engine resets' if in_place else 'beside the weights (default)'}: weigh "
+                  f"{med['weigh'] * 1e3:.2f} ms, merge {med['merge'] * 1e3:.1f} ms, restore "
+                  f"{med['restore'] * 1e3:.2f} ms, score {med['score']:.3f} s; weigh + merge + restore = "
+                  f"{overhead / med['score']:.3f} of scoring (target <= 0.10); experts held: "
+                  f"{sum(a.numel() * 4 + b.numel() * 4 for _, a, b, _ in adapters.targets) / 2**20:.0f} MiB")
 
 
 def stage_memory(counts) -> None:

@@ -59,6 +59,20 @@ def test_r1_equals_hand_loop_bit_for_bit(tiny):
     assert result.fwd_bwd == 6 and result.opt_steps == 6
 
 
+def test_a_later_query_starts_from_a_fresh_optimizer(tiny):
+    """The optimizer's state is kept between queries and zeroed in place: a query after another equals the hand
+    loop's fresh Adam bit for bit."""
+    seqs = sequences()
+    engine = FinetuneEngine(tiny, engine_cfg(refresh_interval=1, lr=1e-2))
+    engine.finetune(seqs[1:], [3, 2])
+    engine.reset()
+    engine.finetune(seqs, [2, 1, 3])
+    ours = weights(tiny.model)
+    engine.reset()
+    hand_loop(tiny.model, [0, 0, 1, 2, 2, 2], seqs, lr=1e-2)
+    assert_same(ours, weights(tiny.model))
+
+
 def test_r_equals_j_is_one_gradient_j_steps(tiny):
     seqs, counts = sequences(2), [4, 3]
     engine = FinetuneEngine(tiny, engine_cfg(refresh_interval=4))

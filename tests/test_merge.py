@@ -90,6 +90,9 @@ def test_merged_weights_equal_ttmerges(tmp_path, case):
     loaded = [read_expert(tmp_path / "experts", i) for i in range(EXPERTS)]
     chosen, weights, _ = expert_weights(query, centroids, beta, tau, max_experts)
     MergedAdapters(ours, [a for a, _, _ in loaded], [s for _, s, _ in loaded]).add(chosen, weights)
+    in_place = tiny_llama().model  # where captured graphs read the weights' storage
+    MergedAdapters(in_place, [a for a, _, _ in loaded], [s for _, s, _ in loaded]).add(chosen, weights, True)
+    assert all(torch.equal(p, q) for p, q in zip(ours.parameters(), in_place.parameters()))
     oracle = ttmerge.TestTimeMergingModel(torch.as_tensor(centroids), _Text(), _Encoder(query), theirs,
                                           str(tmp_path / "experts"), beta=beta, tau=tau, device="cpu",
                                           max_merge_count=max_experts)
@@ -126,9 +129,9 @@ def test_gpt2s_transposed_weights_equal_peft_merging_one_expert(tmp_path):
 class StubRun:
     """A MethodRun over a fixed text and query embedding."""
 
-    def __init__(self, loaded, text, embedding):
+    def __init__(self, loaded, text, embedding, engine=None):
         self.loaded, self.cfg, self.text, self.embedding = loaded, compose_config(["model=tiny"]), text, embedding
-        self.query, self.space, self.rows, self.engine = None, None, np.zeros(0, dtype=np.int64), None
+        self.query, self.space, self.rows, self.engine = None, None, np.zeros(0, dtype=np.int64), engine
 
     def score(self, context=()):
         return score_text(self.loaded, self.text, self.cfg.eval, None, context)
@@ -137,11 +140,15 @@ class StubRun:
         return self.embedding
 
 
-def test_restore_is_bit_exact_and_queries_are_order_free(tmp_path):
+@pytest.mark.parametrize("captured", [False, True])
+def test_restore_is_bit_exact_and_queries_are_order_free(tmp_path, monkeypatch, captured):
+    """Written beside the weights, the merge is undone as the query is scored; in place (captured scoring),
+    the engine's reset undoes it."""
     make = lambda: load_model(compose_config(["model=tiny", "model.dtype=fp32"]).model)  # noqa: E731
     train_experts(make, tmp_path / "experts")
     loaded = make()
     engine = FinetuneEngine(loaded, compose_config(["model=tiny"]).engine)
+    monkeypatch.setattr(FinetuneEngine, "captured", property(lambda self: captured))
     before = {n: t.detach().clone() for n, t in loaded.model.state_dict().items()}
     method = Merge(beta=0.5, tau=0.01)
     centroids, _ = centroids_and_query()
@@ -149,16 +156,18 @@ def test_restore_is_bit_exact_and_queries_are_order_free(tmp_path):
     method.experts = Experts(tmp_path / "experts", centroids, [a for a, _, _ in read], [s for _, s, _ in read],
                              {"seconds": 1.0, "cpu_seconds": 1.0, "flops": 1.0})
     method.adapters = MergedAdapters(loaded.model, method.experts.adapters, method.experts.scalings)
-    runs = [StubRun(loaded, "def f(x):\n    return x + 1\n" * 4, centroids[0]),
-            StubRun(loaded, "The licence grants you the right to copy. " * 4, centroids[3])]
+    runs = [StubRun(loaded, "def f(x):\n    return x + 1\n" * 4, centroids[0], engine),
+            StubRun(loaded, "The licence grants you the right to copy. " * 4, centroids[3], engine)]
     assert all(isinstance(r, MethodRun) for r in runs)
+    unchanged = lambda: all(torch.equal(t, before[n]) for n, t in loaded.model.state_dict().items())  # noqa: E731
 
     def in_order(order):
         out = {}
         for i in order:
             evaluation = method.score(runs[i], None)
+            assert unchanged() != captured and engine.dirty == captured
             engine.reset()
-            assert all(torch.equal(t, before[n]) for n, t in loaded.model.state_dict().items())
+            assert unchanged()
             out[i] = (evaluation.score.nll_nats, evaluation.experts_merged, evaluation.experts_weight)
         return out
 

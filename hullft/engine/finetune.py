@@ -87,6 +87,7 @@ class FinetuneEngine:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.state = list(self.model.parameters()) + list(self.model.buffers())
         self.snapshot = [t.detach().clone() for t in self.state]  # on the device, made once
+        self.dirty = True  # the weights may differ from the snapshot: set by finetune and by whatever else changes them
         self.steps = self._make_steps(emulate_graphs, expected_steps)
         self.reset()
 
@@ -139,8 +140,11 @@ class FinetuneEngine:
     @torch.no_grad()
     def reset(self) -> None:
         """Restore every parameter and buffer bit-exactly from the snapshot, in place (storage is kept, so
-        captured graphs stay valid); eager steps also drop their gradients."""
-        torch._foreach_copy_(self.state, self.snapshot)
+        captured graphs stay valid), unless nothing changed them since the last reset (a pass over every weight
+        saved for queries that train nothing); eager steps also drop their gradients."""
+        if self.dirty:
+            torch._foreach_copy_(self.state, self.snapshot)
+            self.dirty = False
         self.steps.reset()
 
     def finetune(self, sequences: Sequence[Sequence[int]], counts: Sequence[int],
@@ -153,6 +157,7 @@ class FinetuneEngine:
         called with the clock stopped (an anytime curve scores the prompt there); a divergence calls it for
         the checkpoints it skips, with the weights as they stopped."""
         seqs = [list(s)[:max_length] if max_length else list(s) for s in sequences]
+        self.dirty = True
         capture = self._prepare([len(s) for s in seqs])  # one-off, outside the timed steps
         synchronize(self.device)
         clock = _Clock()

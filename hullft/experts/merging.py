@@ -10,11 +10,13 @@ The experts' A and B are stacked per weight once, so a query's merge is one batc
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from transformers.pytorch_utils import Conv1D
+
+from hullft.config import DType
 
 PEFT_PREFIX = "base_model.model."
 
@@ -39,10 +41,26 @@ def expert_weights(query: np.ndarray, centroids: np.ndarray, beta: float, tau: f
     return chosen.tolist(), (kept / kept.sum()).tolist(), float(kept.sum())
 
 
-class MergedAdapters:
-    """Every expert's A and B stacked per adapted weight of `model` (a plain model, not a PEFT wrapper)."""
+def scoring_dtype(loaded) -> Optional[torch.dtype]:
+    """The dtype the job's scoring computes its matmuls in, where it differs from the weights' (bf16 autocast)."""
+    return torch.bfloat16 if loaded.dtype == DType.bf16 else None
 
-    def __init__(self, model, adapters: List[Dict[str, torch.Tensor]], scalings: List[float]):
+
+CHUNK = 1 << 18  # elements of a weight merged at a time on a CPU: the base's copy stays in cache for the product
+
+
+class MergedAdapters:
+    """Every expert's A and B stacked per adapted weight of `model` (a plain model, not a PEFT wrapper).
+
+    A merge is written beside the weights: each adapted weight's base + delta into a buffer of its own, which the
+    module then reads, so undoing it (`restore`) points the modules back at their base weights without a pass over
+    them. The buffers hold `scoring_dtype`: bf16 where the job scores under bf16 autocast, which would cast the
+    merged fp32 weights to bf16 at every forward anyway (the same rounding, done once). Where captured graphs read
+    the weights' storage (`in_place`), the delta is accumulated into the weights and the engine's reset restores
+    them."""
+
+    def __init__(self, model, adapters: List[Dict[str, torch.Tensor]], scalings: List[float],
+                 scoring_dtype: Optional[torch.dtype] = None):
         self.scalings = torch.tensor(scalings, dtype=torch.float32)
         self.targets = []  # (weight parameter, stacked A (E, r, in), stacked B (E, out, r), transposed)
         for key in sorted(k for k in adapters[0] if ".lora_A." in k):
@@ -55,21 +73,66 @@ class MergedAdapters:
             self.targets.append((module.weight, a, b, isinstance(module, Conv1D)))
         if not self.targets:
             raise ValueError("the experts hold no LoRA weights")
+        self.scoring_dtype = scoring_dtype
+        self.buffers: List[torch.Tensor] = []  # made on the first merge written beside the weights
+        self.swapped: List[torch.Tensor] = []  # the base weights' storage while a merge is swapped in
+        self.scratch: Optional[torch.Tensor] = None
+
+    def _make_buffers(self) -> None:
+        weights = [weight for weight, *_ in self.targets]
+        self.buffers = [torch.empty_like(w, dtype=self.scoring_dtype or w.dtype) for w in weights]
+        if self.scoring_dtype not in (None, weights[0].dtype):
+            self.scratch = torch.empty(max(_block_rows(w) * w.shape[1] for w in weights), dtype=weights[0].dtype,
+                                       device=weights[0].device)
 
     @torch.no_grad()
-    def add(self, experts: List[int], weights: List[float]) -> None:
-        """Add the weighted experts' delta to the model's weights (the engine's reset restores them): per weight,
-        one rank-(k*r) product accumulated into it in place, so no (out, in) delta is ever written apart."""
+    def add(self, experts: List[int], weights: List[float], in_place: bool = False) -> None:
+        """Merge the weighted experts' delta: per weight, one rank-(k*r) product added to it, so no (out, in)
+        delta is ever written apart."""
+        if self.swapped:
+            raise RuntimeError("a merge is already in the weights; restore() it first")
         if not experts:
             return
+        if not in_place and not self.buffers:
+            self._make_buffers()
         chosen = torch.tensor(experts)
         coefficients = torch.tensor(weights, dtype=torch.float32) * self.scalings[chosen]
-        for weight, a, b, transposed in self.targets:
+        for i, (weight, a, b, transposed) in enumerate(self.targets):
             k, r, fan_in = len(experts), a.shape[1], a.shape[2]
             scaled = (a[chosen] * coefficients.to(a.device)[:, None, None]).reshape(k * r, fan_in)
             stacked = b[chosen].permute(1, 0, 2).reshape(-1, k * r)  # [B_1 ... B_k]: (out, k r)
             # sum_k B_k (w_k s_k A_k) = [B_1 ... B_k] @ [w_1 s_1 A_1; ...; w_k s_k A_k]
-            if transposed:
-                weight.addmm_(scaled.T.to(weight.dtype), stacked.T.to(weight.dtype))
-            else:
-                weight.addmm_(stacked.to(weight.dtype), scaled.to(weight.dtype))
+            left, right = (scaled.T, stacked.T) if transposed else (stacked, scaled)
+            left, right = left.to(weight.dtype).contiguous(), right.to(weight.dtype)
+            if in_place:
+                weight.addmm_(left, right)
+                continue
+            _add_beside(weight, left, right, self.buffers[i], self.scratch)
+            self.swapped.append(weight.data)
+            weight.data = self.buffers[i]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Point the modules back at their base weights (a merge written beside them; in place: nothing here)."""
+        for (weight, *_), base in zip(self.targets, self.swapped):
+            weight.data = base
+        self.swapped = []
+
+
+def _block_rows(weight: torch.Tensor) -> int:
+    return weight.shape[0] if weight.is_cuda else max(1, CHUNK // weight.shape[1])
+
+
+def _add_beside(weight: torch.Tensor, left: torch.Tensor, right: torch.Tensor, out: torch.Tensor,
+                scratch: Optional[torch.Tensor]) -> None:
+    """out = weight + left @ right, a block of rows at a time on a CPU: addmm copies the base before the product,
+    and a block that stays in cache is read from memory once instead of twice. `scratch` (a block's worth of the
+    weight's dtype) holds the sum before its cast where `out` is of another dtype."""
+    rows = _block_rows(weight)
+    for begin in range(0, weight.shape[0], rows):
+        end = min(begin + rows, weight.shape[0])
+        if scratch is None:
+            torch.addmm(weight[begin:end], left[begin:end], right, out=out[begin:end])
+        else:
+            block = scratch[:(end - begin) * weight.shape[1]].view(end - begin, weight.shape[1])
+            out[begin:end].copy_(torch.addmm(weight[begin:end], left[begin:end], right, out=block))
