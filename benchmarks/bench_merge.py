@@ -7,7 +7,7 @@
    weighting the experts (ttmerge's rule, default beta and tau, the query near two centroids), adding their merged
    delta to the weights and restoring them bit for bit (the merge's own restore, then the engine's reset), each
    against scoring one query of ~1,000 tokens (the embedded default's query documents are 300-2,500 tokens) with
-   the merge in, interleaved over rounds (medians). Target: the three together <= 10% of the scoring. Both ways
+   the merge in, interleaved over rounds (medians); and the whole merged query against scoring the base model. Target: the three together <= 10% of the scoring. Both ways
    of merging: beside the weights (the default) and in place (where captured graphs read the weights).
 2. The experts stage (`python -m hullft.data experts method=merge`, 2 steps per expert: memory does not depend
    on the steps) in a process of its own for each number of experts, on the embedded default's data space (built
@@ -81,7 +81,7 @@ def per_query(loaded, cfg, counts, rounds: int) -> None:
         query = centroids[0] + centroids[1]
         query /= np.linalg.norm(query)
         for in_place in (False, True):
-            times = {"weigh": [], "merge": [], "restore": [], "score": []}
+            times = {"base": [], "weigh": [], "merge": [], "restore": [], "score": []}
             chosen = []
 
             def restore():
@@ -90,7 +90,7 @@ def per_query(loaded, cfg, counts, rounds: int) -> None:
                 engine.reset()
 
             for _ in range(rounds + 1):  # the first round warms up
-                t = {}
+                t = {"base": _seconds(lambda: score_text(loaded, text, cfg.eval))}
                 t["weigh"] = _seconds(lambda: chosen.append(expert_weights(query, centroids, 0.2, 0.01, 50)))
                 t["merge"] = _seconds(lambda: adapters.add(*chosen[-1][:2], in_place))
                 t["score"] = _seconds(lambda: score_text(loaded, text, cfg.eval))
@@ -103,7 +103,9 @@ def per_query(loaded, cfg, counts, rounds: int) -> None:
                   f"{'in place, the engine resets' if in_place else 'beside the weights (default)'}: weigh "
                   f"{med['weigh'] * 1e3:.2f} ms, merge {med['merge'] * 1e3:.1f} ms, restore "
                   f"{med['restore'] * 1e3:.2f} ms, score {med['score']:.3f} s; weigh + merge + restore = "
-                  f"{overhead / med['score']:.3f} of scoring (target <= 0.10); experts held: "
+                  f"{overhead / med['score']:.3f} of scoring (target <= 0.10); the whole merged query "
+                  f"{(overhead + med['score']) / med['base']:.3f} of the base model's scoring ({med['base']:.3f} s); "
+                  f"experts held: "
                   f"{sum(a.numel() * 4 + b.numel() * 4 for _, a, b, _ in adapters.targets) / 2**20:.0f} MiB")
 
 
