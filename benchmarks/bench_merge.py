@@ -7,8 +7,9 @@
    weighting the experts (ttmerge's rule, default beta and tau, the query near two centroids), adding their merged
    delta to the weights and restoring them bit for bit (the merge's own restore, then the engine's reset), each
    against scoring one query of ~1,000 tokens (the embedded default's query documents are 300-2,500 tokens) with
-   the merge in, interleaved over rounds (medians); and the whole merged query against scoring the base model. Target: the three together <= 10% of the scoring. Both ways
-   of merging: beside the weights (the default) and in place (where captured graphs read the weights).
+   the merge in, interleaved over rounds (medians); and the whole merged query against scoring the base model.
+   Target: the three together <= 10% of the scoring. Both ways of merging: beside the weights (the default) and
+   in place (where captured graphs read the weights).
 2. The experts stage (`python -m hullft.data experts method=merge`, 2 steps per expert: memory does not depend
    on the steps) in a process of its own for each number of experts, on the embedded default's data space (built
    first if missing): its peak RSS. Target: flat in the number of experts. What it creates is removed after.

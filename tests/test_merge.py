@@ -19,7 +19,8 @@ from hullft.data import load_data_space
 from hullft.embedder import Embedder
 from hullft.engine.finetune import FinetuneEngine
 from hullft.experts import stage
-from hullft.experts.merging import MergedAdapters, expert_weights
+from hullft.experts import merging
+from hullft.experts.merging import MergedAdapters, expert_weights, scoring_dtype
 from hullft.experts.settings import ExpertSettings
 from hullft.experts.stage import Experts, experts_dir, read_expert
 from hullft.experts.train import expert_engine, train_expert
@@ -124,6 +125,28 @@ def test_gpt2s_transposed_weights_equal_peft_merging_one_expert(tmp_path):
     merged = dict(peft_model.merge_and_unload().named_parameters())
     for name, p in ours.named_parameters():
         torch.testing.assert_close(p, merged[name], atol=1e-6, rtol=1e-6, msg=name)
+
+
+def test_bf16_scores_with_the_merge_beside_equal_the_merge_in_place(tmp_path, monkeypatch):
+    """Under bf16 autocast the merge is written beside the weights as bf16, a few rows at a time: the same
+    scores as the fp32 merge in place, which autocast casts to bf16 at every forward."""
+    monkeypatch.setattr(merging, "CHUNK", 1000)  # several blocks per weight
+    make = lambda: load_model(compose_config(["model=tiny", "model.dtype=bf16"]).model)  # noqa: E731
+    train_experts(make, tmp_path / "experts")
+    centroids, query = centroids_and_query()
+    read = [read_expert(tmp_path / "experts", i) for i in range(EXPERTS)]
+    chosen, weights, _ = expert_weights(query, centroids, 0.2, 0.01, 50)
+    text, eval_cfg = "The licence grants you the right to copy. " * 8, compose_config(["model=tiny"]).eval
+    scores = {}
+    for in_place in (False, True):
+        loaded = make()
+        assert loaded.dtype == DType.bf16
+        adapters = MergedAdapters(loaded.model, [a for a, _, _ in read], [s for _, s, _ in read],
+                                  scoring_dtype(loaded))
+        adapters.add(chosen, weights, in_place)
+        assert {p.dtype for p, *_ in adapters.targets} == {torch.float32 if in_place else torch.bfloat16}
+        scores[in_place] = score_text(loaded, text, eval_cfg).nll_nats
+    assert scores[False] == scores[True] != score_text(make(), text, eval_cfg).nll_nats
 
 
 class StubRun:

@@ -103,11 +103,11 @@ class MergedAdapters:
             stacked = b[chosen].permute(1, 0, 2).reshape(-1, k * r)  # [B_1 ... B_k]: (out, k r)
             # sum_k B_k (w_k s_k A_k) = [B_1 ... B_k] @ [w_1 s_1 A_1; ...; w_k s_k A_k]
             left, right = (scaled.T, stacked.T) if transposed else (stacked, scaled)
-            left, right = left.to(weight.dtype).contiguous(), right.to(weight.dtype)
+            left, right = left.to(weight.dtype), right.to(weight.dtype)
             if in_place:
-                weight.addmm_(left, right)
+                _add_in_blocks(weight, left, right, weight, None)
                 continue
-            _add_beside(weight, left, right, self.buffers[i], self.scratch)
+            _add_in_blocks(weight, left, right, self.buffers[i], self.scratch)
             self.swapped.append(weight.data)
             weight.data = self.buffers[i]
 
@@ -123,16 +123,19 @@ def _block_rows(weight: torch.Tensor) -> int:
     return weight.shape[0] if weight.is_cuda else max(1, CHUNK // weight.shape[1])
 
 
-def _add_beside(weight: torch.Tensor, left: torch.Tensor, right: torch.Tensor, out: torch.Tensor,
-                scratch: Optional[torch.Tensor]) -> None:
-    """out = weight + left @ right, a block of rows at a time on a CPU: addmm copies the base before the product,
-    and a block that stays in cache is read from memory once instead of twice. `scratch` (a block's worth of the
-    weight's dtype) holds the sum before its cast where `out` is of another dtype."""
+def _add_in_blocks(weight: torch.Tensor, left: torch.Tensor, right: torch.Tensor, out: torch.Tensor,
+                   scratch: Optional[torch.Tensor]) -> None:
+    """out = weight + left @ right, a block of rows at a time on a CPU (the same blocks whether `out` is the weight
+    itself or a buffer beside it, so both ways round alike): addmm copies the base before the product, and a block
+    that stays in cache is read from memory once instead of twice. `scratch` (a block's worth of the weight's
+    dtype) holds the sum before its cast where `out` is of another dtype."""
     rows = _block_rows(weight)
     for begin in range(0, weight.shape[0], rows):
-        end = min(begin + rows, weight.shape[0])
-        if scratch is None:
-            torch.addmm(weight[begin:end], left[begin:end], right, out=out[begin:end])
+        block = slice(begin, min(begin + rows, weight.shape[0]))
+        if out is weight:
+            weight[block].addmm_(left[block], right)
+        elif scratch is None:
+            torch.addmm(weight[block], left[block], right, out=out[block])
         else:
-            block = scratch[:(end - begin) * weight.shape[1]].view(end - begin, weight.shape[1])
-            out[begin:end].copy_(torch.addmm(weight[begin:end], left[begin:end], right, out=block))
+            part = scratch[:(block.stop - begin) * weight.shape[1]].view(block.stop - begin, weight.shape[1])
+            out[block].copy_(torch.addmm(weight[block], left[block], right, out=part))
