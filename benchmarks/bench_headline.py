@@ -1,11 +1,12 @@
-"""The headline preset's seconds per query: today's engine (the defaults: bf16 where native, compiled steps)
-against the fp32 eager engine it replaced, alternated selector by selector in one run.
+"""The headline preset's seconds per query: today's engine (the defaults: bf16 where native, compiled steps, freed
+memory kept in the process) against the fp32 eager engine it replaced (with glibc's allocator as it was),
+alternated selector by selector in one run.
 
     python -m benchmarks.bench_headline [--out /tmp/bench-headline] [--selectors hullft,sift,nn,us] [override ...]
 
-For each selector of `experiments/headline.yaml`, one job as `model.dtype=fp32 engine.compile=false`, then one
-with the defaults, each into a fresh directory under --out (so nothing resumes), on the same queries and data
-space. Prints per selector and overall the mean seconds per query record (t_total: retrieve, select, finetune,
+For each selector of `experiments/headline.yaml`, one job as `model.dtype=fp32 engine.compile=false` with
+MALLOC_MMAP_MAX_=65536 (glibc's default, which hullft/engine/memory.py then leaves alone), then one with the
+defaults, each into a fresh directory under --out (so nothing resumes), on the same queries and data space. Prints per selector and overall the mean seconds per query record (t_total: retrieve, select, finetune,
 score; a compile is outside it, as in every record), its parts, and the ratio fp32 / default. Pin the run with
 taskset and OMP_NUM_THREADS to compare machines; name the CPU beside the figures.
 """
@@ -21,17 +22,20 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
-ARMS = {"fp32 eager": ["model.dtype=fp32", "engine.compile=false"], "default": []}
+ARMS = {"fp32 eager": (["model.dtype=fp32", "engine.compile=false"], {"MALLOC_MMAP_MAX_": "65536"}),
+        "default": ([], {})}
 PARTS = ["t_total", "t_retrieve", "t_select", "t_finetune", "t_eval"]
 
 
 def job(selector: str, arm: str, overrides: list, out: Path) -> pd.DataFrame:
     directory = out / f"{selector}-{arm.replace(' ', '-')}"
     shutil.rmtree(directory, ignore_errors=True)
-    argv = [sys.executable, "run.py", "+experiments=headline", f"selector={selector}", *ARMS[arm], *overrides,
+    settings, env = ARMS[arm]
+    argv = [sys.executable, "run.py", "+experiments=headline", f"selector={selector}", *settings, *overrides,
             f"hydra.run.dir={directory}"]
-    print(f"{selector}, {arm}: {' '.join(argv[2:])}", flush=True)
-    subprocess.run(argv, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print(f"{selector}, {arm}: {' '.join(argv[2:])} {env or ''}", flush=True)
+    subprocess.run(argv, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, **env})
     return pd.read_parquet(directory / "records.parquet").assign(arm=arm)
 
 
