@@ -9,7 +9,7 @@ Embedding is the build's dominant stage. The settings:
 
     batching  tokens: sorted by token count, <= 64 sequences and <= 4,096 padded tokens a batch (the default now)
               chars: sorted by character count, 32 a batch (the default before 2026-12-01)
-    memory    kept: glibc keeps freed activations for reuse (hullft.embedder.keep_freed_memory, the default now)
+    memory    kept: glibc keeps freed activations for reuse (hullft.memory.keep_freed_memory, the default now)
               returned: glibc's defaults, which map large activations afresh for every batch
     kernels   fused: oneDNN's fused dense layers on bf16 (hullft/fused_encoder.py, the default now)
               stock: torch's linear, GELU and add (embedder.fused=false; the default before the second

@@ -1,14 +1,15 @@
 """The headline preset's seconds per query: today's engine (the defaults: bf16 where native, compiled steps, freed
-memory kept in the process) against the fp32 eager engine it replaced (with glibc's allocator as it was),
-alternated selector by selector in one run.
+memory kept in the process) against the fp32 eager engine it replaced, alternated selector by selector in one run.
 
     python -m benchmarks.bench_headline [--out /tmp/bench-headline] [--selectors hullft,sift,nn,us] [override ...]
 
-For each selector of `experiments/headline.yaml`, one job as `model.dtype=fp32 engine.compile=false` with
-MALLOC_MMAP_MAX_=65536 (glibc's default, which hullft/engine/memory.py then leaves alone), then one with the
-defaults, each into a fresh directory under --out (so nothing resumes), on the same queries and data space. Prints per selector and overall the mean seconds per query record (t_total: retrieve, select, finetune,
-score; a compile is outside it, as in every record), its parts, and the ratio fp32 / default. Pin the run with
-taskset and OMP_NUM_THREADS to compare machines; name the CPU beside the figures.
+For each selector of `experiments/headline.yaml`, one job as `model.dtype=fp32 engine.compile=false` with glibc
+set in its environment as the harness set it then (mmap threshold 32 MB, trimming at 1 GB; hullft/memory.py
+leaves a user's glibc settings alone), then one with the defaults, each into a fresh directory under --out (so
+nothing resumes), on the same queries and data space. Prints per selector and overall the mean seconds per query
+record (t_total: retrieve, select, finetune, score; a compile is outside it, as in every record), its parts, and
+the ratio fp32 / default. Pin the run with taskset and OMP_NUM_THREADS to compare machines; name the CPU beside
+the figures.
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
-ARMS = {"fp32 eager": (["model.dtype=fp32", "engine.compile=false"], {"MALLOC_MMAP_MAX_": "65536"}),
-        "default": ([], {})}
+GLIBC_THEN = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+ARMS = {"fp32 eager": (["model.dtype=fp32", "engine.compile=false"], GLIBC_THEN), "default": ([], {})}
 PARTS = ["t_total", "t_retrieve", "t_select", "t_finetune", "t_eval"]
 
 

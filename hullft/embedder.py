@@ -1,7 +1,6 @@
 """Sentence embedder: mean-pooled, L2-normalised transformer embeddings (all-MiniLM-L6-v2 by default)."""
 from __future__ import annotations
 
-import ctypes
 import importlib.metadata
 import os
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from hullft.config import EmbedderConfig, EmbedderKind, EmbedderPrecision
 from hullft.errors import ConfigError
 from hullft.fused_encoder import fuse_dense_layers
 from hullft.hardware import native_bf16
+from hullft.memory import keep_freed_memory
 from hullft.models import ModelNotAvailable, resolve_device
 
 # Texts are embedded in batches of similar token counts: padding, and so the floating-point noise of each vector,
@@ -34,23 +34,6 @@ def _package_model_dir(package: str) -> Path:
         if f.name == "config.json" and f.parent.name == "model":
             return Path(f.locate()).parent
     raise ModelNotAvailable(f"no model/config.json inside the installed package {package}")
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
-
-
-def keep_freed_memory() -> None:
-    """Ask glibc to keep freed memory for reuse instead of handing it back to the kernel. By default every
-    activation above its (adaptive) mmap threshold is mapped afresh and page-faulted in on first write: ~800
-    minor faults per embedded sequence, a third of the bias copies' time. With the threshold at glibc's
-    ceiling (32 MB, above a 4,096-token batch's largest activation) and trimming off, freed blocks are reused:
-    a sixth of the faults on the first call, almost none after. Process-wide; a no-op without glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)
-    libc.mallopt(M_TRIM_THRESHOLD, 2**30)
 
 
 def effective_precision(precision: EmbedderPrecision, device: torch.device) -> EmbedderPrecision:

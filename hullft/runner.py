@@ -22,7 +22,7 @@ from hullft.cache import REPO_ROOT, content_hash
 from hullft.claims import Claims
 from hullft.data import DataSpace, load_data_space
 from hullft.data.documents import unit_hash
-from hullft.embedder import Embedder, keep_freed_memory
+from hullft.embedder import Embedder
 from hullft.engine.cuda_graphs import CapturedLogits
 from hullft.engine.finetune import FinetuneEngine
 from hullft.errors import ConfigError, UserError
@@ -175,7 +175,6 @@ def _query_loop(cfg, out_dir, group, name, plain, store, selector, method, loade
     left = int((~queries.doc_id.isin(store.done)).sum())
     if left:  # a finished job reruns without its method's one-off work (merge's experts)
         method.prepare(Job(cfg, loaded, space, embedder))
-    keep_freed_memory()  # scoring and training reuse freed buffers instead of faulting in new pages
     engine = FinetuneEngine(loaded, cfg.engine, expected_steps=left * cfg.budget if method.trains else 0)
     warm_up(engine, loaded, cfg, queries.text.iloc[0])
     forward = scoring_forward(engine, cfg)

@@ -1,4 +1,4 @@
-"""Freed memory kept in the process (hullft/engine/memory.py): a large tensor freed and allocated again is not
+"""Freed memory kept in the process (hullft/memory.py): a large tensor freed and allocated again is not
 faulted in afresh; the user's glibc settings win. Each case runs in a fresh interpreter (the setting is per process)."""
 import os
 import subprocess
@@ -10,7 +10,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 
 PROBE = """
 import resource, torch
-from hullft.engine.memory import keep_freed_memory
+from hullft.memory import keep_freed_memory
 kept = keep_freed_memory() if {keep} else False
 def faults_of_a_step():  # like a training step: large tensors written, then all freed (glibc settles
     # into reusing them after a few rounds: its aligned allocations do not fit the exact hole at first)

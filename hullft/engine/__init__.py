@@ -4,5 +4,4 @@
     train_steps.py   the step protocol and its eager implementation
     compiled.py      the same steps with the model's forward/backward compiled (CPU)
     cuda_graphs.py   the same steps, and scoring windows, replayed as CUDA graphs
-    memory.py        freed memory kept in the process between steps (CPU)
 """

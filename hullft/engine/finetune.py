@@ -24,7 +24,7 @@ from hullft.config import EngineConfig, StepOrder
 from hullft.engine.compiled import CompiledSteps, compile_wanted, why_not_compiled
 from hullft.engine.capture_check import CaptureFailed
 from hullft.engine.cuda_graphs import CapturedSteps, why_not_captured
-from hullft.engine.memory import keep_freed_memory
+from hullft.memory import keep_freed_memory
 from hullft.models import LoadedModel, synchronize
 from hullft.engine.train_steps import EagerSteps
 
@@ -85,7 +85,7 @@ class FinetuneEngine:
         self.loaded = loaded
         self.device = loaded.device
         if self.device.type == "cpu":
-            keep_freed_memory()  # a step's large tensors reuse the last step's pages (see memory.py)
+            keep_freed_memory()  # a step's large tensors reuse the last step's pages (hullft/memory.py)
         self.model = self._with_lora(loaded.model) if cfg.lora else loaded.model
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.state = list(self.model.parameters()) + list(self.model.buffers())
