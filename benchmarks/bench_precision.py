@@ -10,6 +10,11 @@ and bf16 matmul peaks measured in the same run (FLOPs as in hullft/flops.py: 2·
 step three forwards). Then which variant the default config picks on this machine (model.dtype=auto,
 engine.compile=auto for a job of 1,000 steps) and its ratios against eager fp32 (targets: step >= 1.6x, scoring
 >= 2x on a CPU with native bf16). Compile seconds (cold: this process's first compile) are printed too.
+
+--fp32-only times eager and compiled fp32 alone: what compiling gains where bf16 is not native (where bf16 runs
+many times slower and `auto` keeps fp32 and eager). To approximate an AVX2-only CPU on a newer one, cap every
+library's instruction set in the environment: ATEN_CPU_CAPABILITY=avx2 (ATen and inductor's generated code),
+ONEDNN_MAX_CPU_ISA=AVX2 and MKL_ENABLE_INSTRUCTIONS=AVX2 (the matmuls); caches and memory stay the newer CPU's.
 """
 from __future__ import annotations
 
@@ -76,7 +81,9 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=2, help="training steps per timing")
     ap.add_argument("--step-tokens", type=int, default=256)
     ap.add_argument("--score-tokens", type=int, default=1024)
+    ap.add_argument("--fp32-only", action="store_true", help="eager and compiled fp32 alone (see above)")
     args = ap.parse_args(argv)
+    variants = [v for v in VARIANTS if v[1] == DType.fp32] if args.fp32_only else VARIANTS
     cfg = compose_config([f"model={args.model}", "engine.refresh_interval=1", "model.dtype=fp32"])
     loaded = load_model(cfg.model)
     text = Path(sysconfig.get_paths()["stdlib"], "argparse.py").read_text()
@@ -84,7 +91,7 @@ def main(argv=None) -> None:
     step_seq, score_ids = tokens[:args.step_tokens], tokens[:args.score_tokens]
 
     engines, scorers, compile_seconds = {}, {}, {}
-    for mode, dtype in VARIANTS:  # one model shared by every variant; each engine resets it to the same snapshot
+    for mode, dtype in variants:  # one model shared by every variant; each engine resets it to the same snapshot
         variant = dataclasses.replace(loaded, dtype=dtype)
         engine_cfg = OmegaConf.to_object(cfg.engine)
         engine_cfg.compile = "true" if mode == "compiled" else "false"
@@ -96,14 +103,15 @@ def main(argv=None) -> None:
         timed_score(variant, scorers[mode, dtype][1], score_ids)
         compile_seconds[mode, dtype] = time.perf_counter() - start
 
-    steps = {v: [] for v in VARIANTS}
-    scores = {v: [] for v in VARIANTS}
+    steps = {v: [] for v in variants}
+    scores = {v: [] for v in variants}
     for _ in range(args.rounds):
-        for v in VARIANTS:
+        for v in variants:
             steps[v].append(engines[v].finetune([step_seq], [args.steps]).seconds / args.steps)
             engines[v].reset()
             scores[v].append(timed_score(*scorers[v], score_ids))
-    peaks = {DType.fp32: matmul_peak(torch.float32), DType.bf16: matmul_peak(torch.bfloat16)}
+    peaks = {DType.fp32: matmul_peak(torch.float32),
+             DType.bf16: float("nan") if args.fp32_only else matmul_peak(torch.bfloat16)}
 
     model = loaded.model
     step_flops = 3 * forward_flops(model, len(step_seq), len(step_seq) ** 2)
@@ -114,12 +122,14 @@ def main(argv=None) -> None:
     base_step, base_score = statistics.median(steps[VARIANTS[0]]), statistics.median(scores[VARIANTS[0]])
     print(f"{'variant':16} {'step s':>8} {'x':>6} {'of fp32':>8} {'of bf16':>8}   {'score s':>8} {'x':>6} "
           f"{'of fp32':>8} {'of bf16':>8}   {'warm-up s':>9}")
-    for v in VARIANTS:
+    for v in variants:
         step, score = statistics.median(steps[v]), statistics.median(scores[v])
         rates = step_flops / step / 1e9, score_flops / score / 1e9
         print(f"{v[0] + ' ' + v[1].value:16} {step:8.3f} {base_step / step:6.2f} {rates[0] / peaks[DType.fp32]:8.2f} "
               f"{rates[0] / peaks[DType.bf16]:8.2f}   {score:8.3f} {base_score / score:6.2f} "
               f"{rates[1] / peaks[DType.fp32]:8.2f} {rates[1] / peaks[DType.bf16]:8.2f}   {compile_seconds[v]:9.1f}")
+    if args.fp32_only:
+        return
     default = compose_config([f"model={args.model}", "model.dtype=auto"])
     dtype = resolve_dtype(default.model)
     engine = FinetuneEngine(dataclasses.replace(loaded, dtype=dtype), OmegaConf.to_object(default.engine),
