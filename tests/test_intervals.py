@@ -74,3 +74,23 @@ def test_paired_rows_carry_the_interval_and_what_would_resolve_them():
     assert row.ci_lo <= row.diff_pct <= row.ci_hi
     assert row.resolved == (row.ci_hi < 0 or row.ci_lo > 0)
     assert np.isnan(row.queries_needed) if row.resolved else row.queries_needed > row.queries
+
+
+def test_domains_of_one_query_are_resampled_together():
+    """One query per domain (the headline preset): stratifying each alone would resample nothing."""
+    rng = np.random.default_rng(4)
+    diff = 0.1 + rng.normal(0, 1.0, size=9)
+    domains = np.array([f"domain{i}" for i in range(9)])
+    lo, hi = bootstrap_interval(diff, domains)
+    assert lo < diff.mean() < hi and (lo, hi) == bootstrap_interval(diff, np.zeros(9))
+    summary = summarize_difference(diff, domains)
+    assert not summary["resolved"] and summary["queries_needed"] > 9
+    assert within_stratum_sd(diff, domains) == pytest.approx(np.std(diff, ddof=1))
+
+
+def test_a_lone_query_joins_the_other_lone_queries_not_a_full_domain():
+    diff, strata = paired_sample(np.random.default_rng(5), 10, 0.5, 1.0)
+    with_lone = np.concatenate([diff, [3.0, -3.0]])
+    lone_strata = np.concatenate([strata.astype(str), ["x", "y"]])
+    pooled = np.concatenate([strata.astype(str), ["!lone", "!lone"]])  # sorted first, as the merged lone ones are
+    assert bootstrap_interval(with_lone, lone_strata) == bootstrap_interval(with_lone, pooled)

@@ -3,7 +3,9 @@
 A paired difference (arm a's BPB% minus arm b's, query by query) is resampled with replacement within each domain
 (stratified: every resample keeps each domain's number of queries, as the query set does), and the 2.5th and
 97.5th percentiles of the resampled means are its 95% interval. A difference is *resolved* when that interval
-excludes zero.
+excludes zero. A domain with a single query has nothing to resample within it: such domains are resampled together,
+as one stratum (the headline preset holds one query per domain; stratifying each alone would give every difference
+an interval of width zero).
 
 For one that is not, `queries_needed` is about how many queries (spread over the domains as now) would resolve a
 difference of the observed size at the observed spread with probability `POWER` (0.8): the n with
@@ -25,10 +27,16 @@ REPS = 2000
 SEED = 0
 
 
+def pooled_strata(strata: np.ndarray) -> np.ndarray:
+    """Integer strata, with every stratum of a single query merged into one (-1)."""
+    codes = np.unique(np.asarray(strata), return_inverse=True)[1].ravel()
+    return np.where(np.bincount(codes)[codes] < 2, -1, codes)
+
+
 def bootstrap_interval(diff: np.ndarray, strata: np.ndarray, reps: int = REPS, seed: int = SEED,
                        level: float = LEVEL) -> Tuple[float, float]:
     """The percentile interval of the mean of `diff`, resampling queries within each stratum (domain)."""
-    diff, strata = np.asarray(diff, float), np.asarray(strata)
+    diff, strata = np.asarray(diff, float), pooled_strata(strata)
     if len(diff) < 2:
         return math.nan, math.nan
     rng = np.random.default_rng(seed)
@@ -43,7 +51,7 @@ def bootstrap_interval(diff: np.ndarray, strata: np.ndarray, reps: int = REPS, s
 
 def within_stratum_sd(diff: np.ndarray, strata: np.ndarray) -> float:
     """The s.d. of one query's difference around its stratum's mean (pooled over strata)."""
-    diff, strata = np.asarray(diff, float), np.asarray(strata)
+    diff, strata = np.asarray(diff, float), pooled_strata(strata)
     centred = np.concatenate([diff[strata == s] - diff[strata == s].mean() for s in np.unique(strata)])
     dof = len(diff) - len(np.unique(strata))
     return float(np.sqrt((centred ** 2).sum() / dof)) if dof > 0 else math.nan
