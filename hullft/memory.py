@@ -23,6 +23,7 @@ the user set MALLOC_MMAP_MAX_, MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ or
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import sys
@@ -30,21 +31,18 @@ import sys
 log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters, from glibc's malloc.h
 GLIBC_SETTINGS = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
-_applied = False
 
 
+@functools.cache  # once per process: the embedder and the engine both ask
 def keep_freed_memory() -> bool:
     """Whether freed memory is kept for reuse from now on in this process; False where the platform or the
     user's glibc settings decide otherwise."""
-    global _applied
-    if _applied:
-        return True
     if not sys.platform.startswith("linux") or any(name in os.environ for name in GLIBC_SETTINGS):
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):  # not glibc (musl, for one): its allocator is left as it is
         return False
-    _applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
-    log.debug("freed memory kept in the process: %s", _applied)
-    return _applied
+    applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    log.debug("freed memory kept in the process: %s", applied)
+    return applied
