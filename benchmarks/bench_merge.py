@@ -107,7 +107,7 @@ def per_query(loaded, cfg, counts, rounds: int) -> None:
                   f"{overhead / med['score']:.3f} of scoring (target <= 0.10); the whole merged query "
                   f"{(overhead + med['score']) / med['base']:.3f} of the base model's scoring ({med['base']:.3f} s); "
                   f"experts held: "
-                  f"{sum(a.numel() * 4 + b.numel() * 4 for _, a, b, _ in adapters.targets) / 2**20:.0f} MiB")
+                  f"{adapters.held_bytes() / 2**20:.0f} MiB")
 
 
 def stage_memory(counts) -> None:

@@ -144,7 +144,7 @@ def test_bf16_scores_with_the_merge_beside_equal_the_merge_in_place(tmp_path, mo
         adapters = MergedAdapters(loaded.model, [a for a, _, _ in read], [s for _, s, _ in read],
                                   scoring_dtype(loaded))
         adapters.add(chosen, weights, in_place)
-        assert {p.dtype for p, *_ in adapters.targets} == {torch.float32 if in_place else torch.bfloat16}
+        assert {p.dtype for p in adapters.weights} == {torch.float32 if in_place else torch.bfloat16}
         scores[in_place] = score_text(loaded, text, eval_cfg).nll_nats
     assert scores[False] == scores[True] != score_text(make(), text, eval_cfg).nll_nats
 

@@ -6,11 +6,12 @@ merged delta added to the base weights.
     (non-finite weights: the nearest expert alone); the kept weights renormalised to sum to 1
     W += sum_i w_i * s_i * B_i A_i   for every adapted weight W (s_i = lora_alpha / r)
 
-The experts' A and B are stacked per weight once, so a query's merge is one batched product per weight.
+The experts' A and B are stacked once per shape of weight, so a query gathers its factors once per shape, and its
+merge is one product per weight.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -46,11 +47,21 @@ def scoring_dtype(loaded) -> Optional[torch.dtype]:
     return torch.bfloat16 if loaded.dtype == DType.bf16 else None
 
 
-CHUNK = 1 << 18  # elements of a weight merged at a time on a CPU: the base's copy stays in cache for the product
+CHUNK = 1 << 20  # elements of a weight merged at a time on a CPU: the base's copy stays in cache for the product
+
+
+class _Group(NamedTuple):
+    """The adapted weights of one shape (say every layer's q_proj) with their experts' A and B stacked, so a query's
+    coefficients and factors are gathered once per shape instead of once per weight."""
+    weights: List[torch.nn.Parameter]
+    positions: List[int]  # of the weights in MergedAdapters.weights (and its buffers)
+    a: torch.Tensor  # (weights, experts, r, in)
+    b: torch.Tensor  # (weights, out, experts, r): a query's experts' Bs side by side are a view
+    transposed: bool  # Conv1D keeps its weight as (in, out)
 
 
 class MergedAdapters:
-    """Every expert's A and B stacked per adapted weight of `model` (a plain model, not a PEFT wrapper).
+    """Every expert's A and B stacked per shape of adapted weight of `model` (a plain model, not a PEFT wrapper).
 
     A merge is written beside the weights: each adapted weight's base + delta into a buffer of its own, which the
     module then reads, so undoing it (`restore`) points the modules back at their base weights without a pass over
@@ -62,28 +73,35 @@ class MergedAdapters:
     def __init__(self, model, adapters: List[Dict[str, torch.Tensor]], scalings: List[float],
                  scoring_dtype: Optional[torch.dtype] = None):
         self.scalings = torch.tensor(scalings, dtype=torch.float32)
-        self.targets = []  # (weight parameter, stacked A (E, r, in), stacked B (E, out, r), transposed)
+        self.weights: List[torch.nn.Parameter] = []
+        shapes: Dict[tuple, List[tuple]] = {}  # (shapes, device, transposed) -> [(position, weight, A's, B's)]
         for key in sorted(k for k in adapters[0] if ".lora_A." in k):
-            path = key[len(PEFT_PREFIX):key.index(".lora_A.")]
-            module = model.get_submodule(path)
-            device = module.weight.device
-            a = torch.stack([adapter[key] for adapter in adapters]).to(device, torch.float32)
-            b = torch.stack([adapter[key.replace(".lora_A.", ".lora_B.")] for adapter in adapters]).to(device,
-                                                                                                         torch.float32)
-            self.targets.append((module.weight, a, b, isinstance(module, Conv1D)))
-        if not self.targets:
+            module = model.get_submodule(key[len(PEFT_PREFIX):key.index(".lora_A.")])
+            a = [adapter[key] for adapter in adapters]
+            b = [adapter[key.replace(".lora_A.", ".lora_B.")] for adapter in adapters]
+            kind = (tuple(a[0].shape), tuple(b[0].shape), module.weight.device, isinstance(module, Conv1D))
+            shapes.setdefault(kind, []).append((len(self.weights), module.weight, a, b))
+            self.weights.append(module.weight)
+        if not self.weights:
             raise ValueError("the experts hold no LoRA weights")
+        self.groups = [_Group([w for _, w, _, _ in members], [p for p, *_ in members],
+                              _stack([a for *_, a, _ in members], device, 1),
+                              _stack([b for *_, b in members], device, 2), transposed)
+                       for (_, _, device, transposed), members in shapes.items()]
         self.scoring_dtype = scoring_dtype
         self.buffers: List[torch.Tensor] = []  # made on the first merge written beside the weights
-        self.swapped: List[torch.Tensor] = []  # the base weights' storage while a merge is swapped in
+        self.swapped: Dict[int, torch.Tensor] = {}  # position -> the base weight's storage while a merge is in
         self.scratch: Optional[torch.Tensor] = None
 
+    def held_bytes(self) -> int:
+        """What the experts' stacked factors take."""
+        return sum(g.a.numel() * g.a.element_size() + g.b.numel() * g.b.element_size() for g in self.groups)
+
     def _make_buffers(self) -> None:
-        weights = [weight for weight, *_ in self.targets]
-        self.buffers = [torch.empty_like(w, dtype=self.scoring_dtype or w.dtype) for w in weights]
-        if self.scoring_dtype not in (None, weights[0].dtype):
-            self.scratch = torch.empty(max(_block_rows(w) * w.shape[1] for w in weights), dtype=weights[0].dtype,
-                                       device=weights[0].device)
+        self.buffers = [torch.empty_like(w, dtype=self.scoring_dtype or w.dtype) for w in self.weights]
+        if self.scoring_dtype not in (None, self.weights[0].dtype):
+            self.scratch = torch.empty(max(_block_rows(w) * w.shape[1] for w in self.weights),
+                                       dtype=self.weights[0].dtype, device=self.weights[0].device)
 
     @torch.no_grad()
     def add(self, experts: List[int], weights: List[float], in_place: bool = False) -> None:
@@ -97,26 +115,36 @@ class MergedAdapters:
             self._make_buffers()
         chosen = torch.tensor(experts)
         coefficients = torch.tensor(weights, dtype=torch.float32) * self.scalings[chosen]
-        for i, (weight, a, b, transposed) in enumerate(self.targets):
-            k, r, fan_in = len(experts), a.shape[1], a.shape[2]
-            scaled = (a[chosen] * coefficients.to(a.device)[:, None, None]).reshape(k * r, fan_in)
-            stacked = b[chosen].permute(1, 0, 2).reshape(-1, k * r)  # [B_1 ... B_k]: (out, k r)
-            # sum_k B_k (w_k s_k A_k) = [B_1 ... B_k] @ [w_1 s_1 A_1; ...; w_k s_k A_k]
-            left, right = (scaled.T, stacked.T) if transposed else (stacked, scaled)
-            left, right = left.to(weight.dtype), right.to(weight.dtype)
-            if in_place:
-                _add_in_blocks(weight, left, right, weight, None)
-                continue
-            _add_in_blocks(weight, left, right, self.buffers[i], self.scratch)
-            self.swapped.append(weight.data)
-            weight.data = self.buffers[i]
+        for group in self.groups:
+            count, k = len(group.weights), len(experts)
+            (r, fan_in), fan_out = group.a.shape[2:], group.b.shape[1]
+            # sum_k B_k (w_k s_k A_k) = [B_1 ... B_k] @ [w_1 s_1 A_1; ...; w_k s_k A_k], for every weight at once
+            index = chosen.to(group.a.device)
+            scaled = torch.index_select(group.a, 1, index).mul_(coefficients.to(group.a.device)[:, None, None])
+            scaled = scaled.view(count, k * r, fan_in)
+            stacked = torch.index_select(group.b, 2, index).view(count, fan_out, k * r)
+            for weight, position, a, b in zip(group.weights, group.positions, scaled, stacked):
+                left, right = (a.T, b.T) if group.transposed else (b, a)
+                left, right = left.to(weight.dtype), right.to(weight.dtype)
+                if in_place:
+                    _add_in_blocks(weight, left, right, weight, None)
+                    continue
+                _add_in_blocks(weight, left, right, self.buffers[position], self.scratch)
+                self.swapped[position] = weight.data
+                weight.data = self.buffers[position]
 
     @torch.no_grad()
     def restore(self) -> None:
         """Point the modules back at their base weights (a merge written beside them; in place: nothing here)."""
-        for (weight, *_), base in zip(self.targets, self.swapped):
-            weight.data = base
-        self.swapped = []
+        for position, base in self.swapped.items():
+            self.weights[position].data = base
+        self.swapped = {}
+
+
+def _stack(factors: List[List[torch.Tensor]], device, experts_dim: int) -> torch.Tensor:
+    """Each weight's list of its experts' factors as one fp32 tensor: (weights, ...), the experts at `experts_dim`."""
+    return torch.stack([torch.stack(per_weight, dim=experts_dim - 1) for per_weight in factors]).to(device,
+                                                                                                   torch.float32)
 
 
 def _block_rows(weight: torch.Tensor) -> int:
