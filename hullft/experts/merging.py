@@ -47,7 +47,7 @@ def scoring_dtype(loaded) -> Optional[torch.dtype]:
     return torch.bfloat16 if loaded.dtype == DType.bf16 else None
 
 
-CHUNK = 1 << 20  # elements of a weight merged at a time on a CPU: the base's copy stays in cache for the product
+CHUNK = 1 << 20  # elements of a weight merged at a time on a CPU (4 MB of fp32: the block stays in cache)
 
 
 class _Group(NamedTuple):
