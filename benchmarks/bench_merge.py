@@ -8,8 +8,8 @@
    delta to the weights and restoring them bit for bit (the merge's own restore, then the engine's reset), each
    against scoring one query of ~1,000 tokens (the embedded default's query documents are 300-2,500 tokens) with
    the merge in, interleaved over rounds (medians); and the whole merged query against scoring the base model.
-   Target: the three together <= 10% of the scoring. Both ways of merging: beside the weights (the default) and
-   in place (where captured graphs read the weights).
+   Target: the three together <= 10% of the scoring. Beside the weights (the default) and in place (where captured
+   graphs read the weights), fused (hullft/experts/kernel.py, where it runs) and with torch's addmm, alternated.
 2. The experts stage (`python -m hullft.data experts method=merge`, 2 steps per expert: memory does not depend
    on the steps) in a process of its own for each number of experts, on the embedded default's data space (built
    first if missing): its peak RSS. Target: flat in the number of experts. What it creates is removed after.
@@ -75,39 +75,47 @@ def per_query(loaded, cfg, counts, rounds: int) -> None:
           f"threads {torch.get_num_threads()}")
     rng = np.random.default_rng(0)
     for count in counts:
-        adapters = MergedAdapters(loaded.model, random_experts(loaded.model, count, settings.rank),
-                                  [settings.alpha / settings.rank] * count, scoring_dtype(loaded))
+        experts, scalings = random_experts(loaded.model, count, settings.rank), [settings.alpha / settings.rank] * count
+        fused = MergedAdapters(loaded.model, experts, scalings, scoring_dtype(loaded))
+        unfused = MergedAdapters(loaded.model, experts, scalings, scoring_dtype(loaded), fused=False)
+        ways = {"beside the weights (default)": (fused, False), "beside, torch's addmm": (unfused, False),
+                "in place, the engine resets": (fused, True)}
+        if fused.kernel is None:
+            print("the fused merge cannot run here (no AVX-512 or no compiler): every way uses torch's addmm")
         centroids = rng.normal(size=(count, 384)).astype(np.float32)
         centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
         query = centroids[0] + centroids[1]
         query /= np.linalg.norm(query)
-        for in_place in (False, True):
-            times = {"base": [], "weigh": [], "merge": [], "restore": [], "score": []}
-            chosen = []
+        times = {way: {"base": [], "weigh": [], "merge": [], "restore": [], "score": []} for way in ways}
+        for _ in range(rounds + 1):  # the first round warms up; the ways alternate within each round
+            for way, (adapters, in_place) in ways.items():
+                chosen = []
 
-            def restore():
-                adapters.restore()
-                engine.dirty = engine.dirty or in_place  # as method=merge marks an in-place merge
-                engine.reset()
+                def restore():
+                    adapters.restore()
+                    engine.dirty = engine.dirty or in_place  # as method=merge marks an in-place merge
+                    engine.reset()
 
-            for _ in range(rounds + 1):  # the first round warms up
                 t = {"base": _seconds(lambda: score_text(loaded, text, cfg.eval))}
                 t["weigh"] = _seconds(lambda: chosen.append(expert_weights(query, centroids, 0.2, 0.01, 50)))
                 t["merge"] = _seconds(lambda: adapters.add(*chosen[-1][:2], in_place))
                 t["score"] = _seconds(lambda: score_text(loaded, text, cfg.eval))
                 t["restore"] = _seconds(restore)
                 for k, v in t.items():
-                    times[k].append(v)
-            med = {k: statistics.median(v[1:]) for k, v in times.items()}
+                    times[way][k].append(v)
+        merges = {}
+        for way in ways:
+            med = {k: statistics.median(v[1:]) for k, v in times[way].items()}
+            merges[way] = med["merge"]
             overhead = med["weigh"] + med["merge"] + med["restore"]
-            print(f"{count} experts ({len(chosen[-1][0])} merged), "
-                  f"{'in place, the engine resets' if in_place else 'beside the weights (default)'}: weigh "
-                  f"{med['weigh'] * 1e3:.2f} ms, merge {med['merge'] * 1e3:.1f} ms, restore "
-                  f"{med['restore'] * 1e3:.2f} ms, score {med['score']:.3f} s; weigh + merge + restore = "
-                  f"{overhead / med['score']:.3f} of scoring (target <= 0.10); the whole merged query "
-                  f"{(overhead + med['score']) / med['base']:.3f} of the base model's scoring ({med['base']:.3f} s); "
-                  f"experts held: "
-                  f"{adapters.held_bytes() / 2**20:.0f} MiB")
+            print(f"{count} experts ({len(chosen[-1][0])} merged), {way}: weigh {med['weigh'] * 1e3:.2f} ms, merge "
+                  f"{med['merge'] * 1e3:.1f} ms, restore {med['restore'] * 1e3:.2f} ms, score {med['score']:.3f} s; "
+                  f"weigh + merge + restore = {overhead / med['score']:.3f} of scoring (target <= 0.10); the whole "
+                  f"merged query {(overhead + med['score']) / med['base']:.3f} of the base model's scoring "
+                  f"({med['base']:.3f} s)")
+        default, addmm = merges["beside the weights (default)"], merges["beside, torch's addmm"]
+        print(f"{count} experts: the default merge takes {default / addmm:.2f}x torch's addmm's time; experts held: "
+              f"{fused.held_bytes() / 2**20:.0f} MiB")
 
 
 def stage_memory(counts) -> None:

@@ -21,9 +21,17 @@ def cpu_name() -> str:
     return "unknown"
 
 
+def cpu_flags() -> frozenset:
+    """The CPU's feature flags (`lscpu`'s), empty where /proc/cpuinfo does not say."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
 def cpu_has_native_bf16() -> bool:
     """avx512_bf16 or AMX: there bf16 matmuls run ~2.5-9x faster than fp32; without them, many times slower."""
-    return any(flag in _cpuinfo().split() for flag in ("avx512_bf16", "amx_bf16"))
+    return not cpu_flags().isdisjoint({"avx512_bf16", "amx_bf16"})
 
 
 def native_bf16(device: torch.device) -> bool:

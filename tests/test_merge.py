@@ -20,7 +20,8 @@ from hullft.embedder import Embedder
 from hullft.engine.finetune import FinetuneEngine
 from hullft.experts import stage
 from hullft.experts import merging
-from hullft.experts.merging import MergedAdapters, expert_weights, scoring_dtype
+from hullft.experts.kernel import fused_merge
+from hullft.experts.merging import MergedAdapters, _add_in_blocks, expert_weights, scoring_dtype
 from hullft.experts.settings import ExpertSettings
 from hullft.experts.stage import Experts, experts_dir, read_expert
 from hullft.experts.train import expert_engine, train_expert
@@ -127,9 +128,12 @@ def test_gpt2s_transposed_weights_equal_peft_merging_one_expert(tmp_path):
         torch.testing.assert_close(p, merged[name], atol=1e-6, rtol=1e-6, msg=name)
 
 
-def test_bf16_scores_with_the_merge_beside_equal_the_merge_in_place(tmp_path, monkeypatch):
-    """Under bf16 autocast the merge is written beside the weights as bf16, a few rows at a time: the same
-    scores as the fp32 merge in place, which autocast casts to bf16 at every forward."""
+@pytest.mark.parametrize("fused", [True, False])
+def test_bf16_scores_with_the_merge_beside_equal_the_merge_in_place(tmp_path, monkeypatch, fused):
+    """Under bf16 autocast the merge is written beside the weights as bf16 (fused, or a few rows at a time): the
+    same scores as the fp32 merge in place, which autocast casts to bf16 at every forward."""
+    if fused and fused_merge() is None:
+        pytest.skip("the fused merge needs AVX-512 and a compiler")
     monkeypatch.setattr(merging, "CHUNK", 1000)  # several blocks per weight
     make = lambda: load_model(compose_config(["model=tiny", "model.dtype=bf16"]).model)  # noqa: E731
     train_experts(make, tmp_path / "experts")
@@ -142,11 +146,52 @@ def test_bf16_scores_with_the_merge_beside_equal_the_merge_in_place(tmp_path, mo
         loaded = make()
         assert loaded.dtype == DType.bf16
         adapters = MergedAdapters(loaded.model, [a for a, _, _ in read], [s for _, s, _ in read],
-                                  scoring_dtype(loaded))
+                                  scoring_dtype(loaded), fused)
+        assert (adapters.kernel is not None) == fused
         adapters.add(chosen, weights, in_place)
         assert {p.dtype for p in adapters.weights} == {torch.float32 if in_place else torch.bfloat16}
         scores[in_place] = score_text(loaded, text, eval_cfg).nll_nats
     assert scores[False] == scores[True] != score_text(make(), text, eval_cfg).nll_nats
+
+
+needs_fused = pytest.mark.skipif(fused_merge() is None, reason="the fused merge needs AVX-512 and a compiler")
+
+
+@needs_fused
+@pytest.mark.parametrize("k", [1, 8, 24])
+@pytest.mark.parametrize("shape", [(23, 149), (21, 144), (8, 64)])  # partial tiles of rows and columns; whole ones
+def test_fused_merge_is_the_sum_torch_computes(shape, k):
+    """weight + left @ right: in fp32 within float rounding of torch's addmm (the same to 1e-6), the same bits as
+    torch's path here, in place the same as beside, and as bf16 the fp32 sum rounded as torch rounds it."""
+    g = torch.Generator().manual_seed(k)
+    weight = torch.randn(shape, generator=g)
+    left, right = torch.randn(shape[0], k, generator=g) * 0.1, torch.randn(k, shape[1], generator=g) * 0.1
+    beside, halves = torch.empty_like(weight), torch.empty_like(weight, dtype=torch.bfloat16)
+    fused_merge().merge_into(weight, left, right, beside)
+    fused_merge().merge_into(weight, left, right, halves)
+    torch.testing.assert_close(beside, torch.addmm(weight, left, right), atol=1e-6, rtol=1e-6)
+    exact = weight.double() + left.double() @ right.double()
+    assert float((beside.double() - exact).abs().max()) <= 32 * k * torch.finfo(torch.float32).eps
+    assert torch.equal(halves.view(torch.int16), beside.bfloat16().view(torch.int16))
+    in_place = weight.clone()
+    fused_merge().merge_into(in_place, left, right, in_place)
+    assert torch.equal(in_place, beside)
+    ours = torch.empty_like(weight, dtype=torch.bfloat16)
+    _add_in_blocks(weight, left, right, ours, torch.empty(weight.numel()))
+    # equal on the CPUs measured (the same order of sums as MKL's); a BLAS summing otherwise may differ in a few
+    assert (ours.view(torch.int16) != halves.view(torch.int16)).float().mean() < 1e-3
+
+
+@needs_fused
+def test_fused_merge_rounds_to_bf16_as_torch_does():
+    """Ties to even, NaN, infinities, signed zeros, subnormals: with a zero delta the bf16 output is torch's cast of
+    the fp32 sum (so -0 + 0 is +0)."""
+    bits = torch.tensor([0x3F808000, 0x3F818000, 0x3F80FFFF, 0x7F800000, 0xFF800000, 0x7FC00001, 0xFFFFFFFF,
+                         0x80000000, 0x00000001, 0x007FFFFF, 0x7F7FFFFF, 0x3F800000], dtype=torch.int64)
+    weight = bits.to(torch.int32).view(torch.float32).repeat(16, 16)[:, :160].contiguous()  # 16 x 160
+    out = torch.empty_like(weight, dtype=torch.bfloat16)
+    fused_merge().merge_into(weight, torch.zeros(16, 2), torch.zeros(2, 160), out)
+    assert torch.equal(out.view(torch.int16), (weight + 0.0).bfloat16().view(torch.int16))
 
 
 class StubRun:

@@ -7,7 +7,8 @@ merged delta added to the base weights.
     W += sum_i w_i * s_i * B_i A_i   for every adapted weight W (s_i = lora_alpha / r)
 
 The experts' A and B are stacked once per shape of weight, so a query gathers its factors once per shape, and its
-merge is one product per weight.
+merge is one product per weight: on a CPU with AVX-512 fused with the pass over the weight (kernel.py), elsewhere
+torch's addmm a block of rows at a time.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 from transformers.pytorch_utils import Conv1D
 
 from hullft.config import DType
+from hullft.experts.kernel import fused_merge
 
 PEFT_PREFIX = "base_model.model."
 
@@ -68,10 +70,11 @@ class MergedAdapters:
     them. The buffers hold `scoring_dtype`: bf16 where the job scores under bf16 autocast, which would cast the
     merged fp32 weights to bf16 at every forward anyway (the same rounding, done once). Where captured graphs read
     the weights' storage (`in_place`), the delta is accumulated into the weights and the engine's reset restores
-    them."""
+    them. Both ways compute alike (the fused kernel unless `fused=False` or it cannot run), so both give the same
+    scores."""
 
     def __init__(self, model, adapters: List[Dict[str, torch.Tensor]], scalings: List[float],
-                 scoring_dtype: Optional[torch.dtype] = None):
+                 scoring_dtype: Optional[torch.dtype] = None, fused: bool = True):
         self.scalings = torch.tensor(scalings, dtype=torch.float32)
         self.weights: List[torch.nn.Parameter] = []
         shapes: Dict[tuple, List[tuple]] = {}  # (shapes, device, transposed) -> [(position, weight, A's, B's)]
@@ -89,6 +92,8 @@ class MergedAdapters:
                               _stack([b for *_, b in members], device, 2), transposed)
                        for (_, _, device, transposed), members in shapes.items()]
         self.scoring_dtype = scoring_dtype
+        on_cpu = all(w.device.type == "cpu" and w.dtype == torch.float32 and w.is_contiguous() for w in self.weights)
+        self.kernel = fused_merge() if fused and on_cpu else None  # hullft/experts/kernel.py; None: torch's addmm
         self.buffers: List[torch.Tensor] = []  # made on the first merge written beside the weights
         self.swapped: Dict[int, torch.Tensor] = {}  # position -> the base weight's storage while a merge is in
         self.scratch: Optional[torch.Tensor] = None
@@ -99,7 +104,7 @@ class MergedAdapters:
 
     def _make_buffers(self) -> None:
         self.buffers = [torch.empty_like(w, dtype=self.scoring_dtype or w.dtype) for w in self.weights]
-        if self.scoring_dtype not in (None, self.weights[0].dtype):
+        if self.kernel is None and self.scoring_dtype not in (None, self.weights[0].dtype):
             self.scratch = torch.empty(max(_block_rows(w) * w.shape[1] for w in self.weights),
                                        dtype=self.weights[0].dtype, device=self.weights[0].device)
 
@@ -125,13 +130,14 @@ class MergedAdapters:
             stacked = torch.index_select(group.b, 2, index).view(count, fan_out, k * r)
             for weight, position, a, b in zip(group.weights, group.positions, scaled, stacked):
                 left, right = (a.T, b.T) if group.transposed else (b, a)
-                left, right = left.to(weight.dtype), right.to(weight.dtype)
-                if in_place:
-                    _add_in_blocks(weight, left, right, weight, None)
-                    continue
-                _add_in_blocks(weight, left, right, self.buffers[position], self.scratch)
-                self.swapped[position] = weight.data
-                weight.data = self.buffers[position]
+                out = weight.data if in_place else self.buffers[position]
+                if self.kernel is not None:
+                    self.kernel.merge_into(weight.data, left.contiguous(), right.contiguous(), out)
+                else:
+                    _add_in_blocks(weight, left.to(weight.dtype), right.to(weight.dtype), out, self.scratch)
+                if not in_place:
+                    self.swapped[position] = weight.data
+                    weight.data = out
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -160,7 +166,7 @@ def _add_in_blocks(weight: torch.Tensor, left: torch.Tensor, right: torch.Tensor
     rows = _block_rows(weight)
     for begin in range(0, weight.shape[0], rows):
         block = slice(begin, min(begin + rows, weight.shape[0]))
-        if out is weight:
+        if out.data_ptr() == weight.data_ptr():
             weight[block].addmm_(left[block], right)
         elif scratch is None:
             torch.addmm(weight[block], left[block], right, out=out[block])

@@ -1,0 +1,34 @@
+"""The fused CPU merge (merge_kernel.cpp), built on first use for the CPU it runs on.
+
+torch's cpp_extension compiles it with g++ and ninja (what inductor's CPU kernels need too) at -march=native into
+torch's extensions folder, under a name holding a hash of the source and of the CPU's flags: built once per machine
+(~25 s), and a home folder shared by different CPUs never loads another CPU's build. It needs AVX-512; on other
+CPUs, or where the build fails (one log line saying why), the merge runs as torch's addmm and a cast instead.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from pathlib import Path
+
+from hullft.hardware import cpu_flags
+
+log = logging.getLogger(__name__)
+SOURCE = Path(__file__).with_name("merge_kernel.cpp")
+
+
+@functools.cache
+def fused_merge():
+    """The built extension (`merge_into(weight, left, right, out)`), or None where it cannot run here."""
+    flags = cpu_flags()
+    if "avx512f" not in flags:
+        return None
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(sorted(flags)).encode()).hexdigest()[:16]
+    try:
+        from torch.utils.cpp_extension import load
+        return load(f"hullft_merge_{key}", [str(SOURCE)], extra_cflags=["-O3", "-march=native", "-ffp-contract=fast"])
+    except Exception as error:  # no compiler or ninja, a read-only home: the merge still runs, unfused
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+        log.warning("method=merge: the fused CPU merge could not be built (%s); merging with torch's addmm", reason)
+        return None
