@@ -9,4 +9,5 @@ base weights before scoring it. Nothing is retrieved or trained at test time.
     train.py      one expert: the shared engine with LoRA on a seeded sample of its cluster, saved in PEFT's layout
     stage.py      the experts as a stage of the data space: cached, resumable, sharded; their one-time cost
     merging.py    ttmerge's weighting rule and the merged delta added to the base weights
+    kernel.py     the fused CPU merge (merge_kernel.cpp), built on first use where it can run
 """
