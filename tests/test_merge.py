@@ -128,12 +128,13 @@ def test_gpt2s_transposed_weights_equal_peft_merging_one_expert(tmp_path):
         torch.testing.assert_close(p, merged[name], atol=1e-6, rtol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("fused", [True, False])
+needs_fused = pytest.mark.skipif(fused_merge() is None, reason="the fused merge needs AVX-512 and a compiler")
+
+
+@pytest.mark.parametrize("fused", [pytest.param(True, marks=needs_fused), False])
 def test_bf16_scores_with_the_merge_beside_equal_the_merge_in_place(tmp_path, monkeypatch, fused):
     """Under bf16 autocast the merge is written beside the weights as bf16 (fused, or a few rows at a time): the
     same scores as the fp32 merge in place, which autocast casts to bf16 at every forward."""
-    if fused and fused_merge() is None:
-        pytest.skip("the fused merge needs AVX-512 and a compiler")
     monkeypatch.setattr(merging, "CHUNK", 1000)  # several blocks per weight
     make = lambda: load_model(compose_config(["model=tiny", "model.dtype=bf16"]).model)  # noqa: E731
     train_experts(make, tmp_path / "experts")
@@ -154,15 +155,12 @@ def test_bf16_scores_with_the_merge_beside_equal_the_merge_in_place(tmp_path, mo
     assert scores[False] == scores[True] != score_text(make(), text, eval_cfg).nll_nats
 
 
-needs_fused = pytest.mark.skipif(fused_merge() is None, reason="the fused merge needs AVX-512 and a compiler")
-
-
 @needs_fused
 @pytest.mark.parametrize("k", [1, 8, 24])
 @pytest.mark.parametrize("shape", [(23, 149), (21, 144), (8, 64)])  # partial tiles of rows and columns; whole ones
 def test_fused_merge_is_the_sum_torch_computes(shape, k):
-    """weight + left @ right: in fp32 within float rounding of torch's addmm (the same to 1e-6), the same bits as
-    torch's path here, in place the same as beside, and as bf16 the fp32 sum rounded as torch rounds it."""
+    """weight + left @ right: in fp32 within float rounding of the exact sum and of torch's addmm (1e-6), in place
+    the same as beside, as bf16 the fp32 sum rounded as torch rounds it, and all but equal to torch's path."""
     g = torch.Generator().manual_seed(k)
     weight = torch.randn(shape, generator=g)
     left, right = torch.randn(shape[0], k, generator=g) * 0.1, torch.randn(k, shape[1], generator=g) * 0.1
