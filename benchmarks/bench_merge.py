@@ -81,7 +81,7 @@ def per_query(loaded, cfg, counts, rounds: int) -> None:
         ways = {"beside the weights (default)": (fused, False), "beside, torch's addmm": (unfused, False),
                 "in place, the engine resets": (fused, True)}
         if fused.kernel is None:
-            print("the fused merge cannot run here (no AVX-512 or no compiler): every way uses torch's addmm")
+            print("the fused merge cannot run here (no AVX2 and FMA, or no compiler): every way uses torch's addmm")
         centroids = rng.normal(size=(count, 384)).astype(np.float32)
         centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
         query = centroids[0] + centroids[1]

@@ -2,8 +2,9 @@
 
 torch's cpp_extension compiles it with g++ and ninja (what inductor's CPU kernels need too) at -march=native into
 torch's extensions folder, under a name holding a hash of the source and of the CPU's flags: built once per machine
-(~25 s), and a home folder shared by different CPUs never loads another CPU's build. It needs AVX-512; on other
-CPUs, or where the build fails (one log line saying why), the merge runs as torch's addmm and a cast instead.
+(25-50 s), and a home folder shared by different CPUs never loads another CPU's build. It needs an x86 CPU with
+AVX2 and FMA (AVX-512 where there is, for wider tiles); on other CPUs, or where the build fails (one log line saying
+why), the merge runs as torch's addmm and a cast instead.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ SOURCE = Path(__file__).with_name("merge_kernel.cpp")
 def fused_merge():
     """The built extension (`merge_into(weight, left, right, out)`), or None where it cannot run here."""
     flags = cpu_flags()
-    if "avx512f" not in flags:
+    if not {"avx2", "fma"} <= flags:
         return None
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join(sorted(flags)).encode()).hexdigest()[:16]
     try:

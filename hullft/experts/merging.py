@@ -7,8 +7,8 @@ merged delta added to the base weights.
     W += sum_i w_i * s_i * B_i A_i   for every adapted weight W (s_i = lora_alpha / r)
 
 The experts' A and B are stacked once per shape of weight, so a query gathers its factors once per shape, and its
-merge is one product per weight: on a CPU with AVX-512 fused with the pass over the weight (kernel.py), elsewhere
-torch's addmm a block of rows at a time.
+merge is one product per weight: on an x86 CPU with AVX2 and FMA fused with the pass over the weight (kernel.py),
+elsewhere torch's addmm a block of rows at a time.
 """
 from __future__ import annotations
 
