@@ -26,6 +26,7 @@ typedef float vec __attribute__((vector_size(BYTES)));
 typedef uint32_t bits_vec __attribute__((vector_size(BYTES)));
 typedef uint16_t half_vec __attribute__((vector_size(BYTES / 2)));
 constexpr int64_t V = BYTES / 4, NV = 4, CB = V * NV;  // a tile: RB rows x CB columns
+constexpr int64_t LINE = 64 / sizeof(float);  // floats a cache line: one prefetch each
 
 template <typename T> inline T load(const void* p) { T v; std::memcpy(&v, p, sizeof(v)); return v; }
 template <typename T> inline void store(void* p, T v) { std::memcpy(p, &v, sizeof(v)); }
@@ -54,7 +55,7 @@ template <int64_t R, typename Out>
 inline void tile(const float* w, const float* __restrict l, const float* __restrict r, Out* out, int64_t cols,
                  int64_t k, int64_t j0, const float* below, int64_t below_rows, bool streaming) {
   for (int64_t i = 0; i < below_rows; ++i)
-    for (int64_t j = 0; j < CB; j += 16) __builtin_prefetch(below + i * cols + j0 + j, 0, 0);
+    for (int64_t j = 0; j < CB; j += LINE) __builtin_prefetch(below + i * cols + j0 + j, 0, 0);
   vec sums[R][NV];
   for (int64_t i = 0; i < R; ++i)
     for (int64_t q = 0; q < NV; ++q) sums[i][q] = vec{};
