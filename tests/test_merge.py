@@ -184,6 +184,25 @@ def test_fused_merge_is_the_sum_torch_computes(shape, k):
 
 
 @needs_fused
+def test_fused_merge_over_threads_equals_one_thread():
+    """Rows split over torch's threads (chunk edges, a last partial tile of rows and columns) give the same bits."""
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(1031, 200, generator=g)  # ~3 threads' grains of rows
+    left, right = torch.randn(1031, 16, generator=g) * 0.1, torch.randn(16, 200, generator=g) * 0.1
+    before, outs = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            outs.append(torch.empty_like(weight, dtype=torch.bfloat16))
+            fused_merge().merge_into(weight, left, right, outs[-1])
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(out.view(torch.int16), outs[0].view(torch.int16)) for out in outs[1:])
+    torch_path = torch.addmm(weight, left, right).bfloat16()
+    assert (outs[0].view(torch.int16) != torch_path.view(torch.int16)).float().mean() < 1e-3
+
+
+@needs_fused
 def test_fused_merge_rounds_to_bf16_as_torch_does():
     """Ties to even, NaN, infinities, signed zeros, subnormals: with a zero delta the bf16 output is torch's cast of
     the fp32 sum (so -0 + 0 is +0)."""

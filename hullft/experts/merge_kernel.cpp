@@ -11,6 +11,9 @@
 #include <torch/extension.h>
 #include <immintrin.h>
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -27,6 +30,7 @@ typedef uint32_t bits_vec __attribute__((vector_size(BYTES)));
 typedef uint16_t half_vec __attribute__((vector_size(BYTES / 2)));
 constexpr int64_t V = BYTES / 4, NV = 4, CB = V * NV;  // a tile: RB rows x CB columns
 constexpr int64_t LINE = 64 / sizeof(float);  // floats a cache line: one prefetch each
+constexpr int64_t GRAIN = 1 << 16;  // elements a thread takes at least: well above a task's start-up cost
 
 template <typename T> inline T load(const void* p) { T v; std::memcpy(&v, p, sizeof(v)); return v; }
 template <typename T> inline void store(void* p, T v) { std::memcpy(p, &v, sizeof(v)); }
@@ -80,31 +84,44 @@ inline void tile(const float* w, const float* __restrict l, const float* __restr
     }
 }
 
+// Rows [begin, end) of the merge: whole tiles, then single rows, then the columns past the last whole tile.
 template <typename Out>
-void merge(const float* w, const float* l, const float* r, Out* out, int64_t rows, int64_t cols, int64_t k) {
+void merge_rows(const float* w, const float* l, const float* r, Out* out, int64_t rows, int64_t cols, int64_t k,
+                int64_t begin, int64_t end, bool streaming) {
   const int64_t whole = cols - cols % CB;
-  // Streaming stores need every store aligned to its size, and `out` not read first (not the weight itself).
-  const int64_t store_bytes = std::is_same_v<Out, uint16_t> ? BYTES / 2 : BYTES;
-  const bool streaming = static_cast<const void*>(out) != static_cast<const void*>(w) &&
-                         reinterpret_cast<uintptr_t>(out) % store_bytes == 0 &&
-                         (cols * int64_t(sizeof(Out))) % store_bytes == 0;
-  int64_t i0 = 0;
-  for (; i0 + RB <= rows; i0 += RB) {
+  int64_t i0 = begin;
+  for (; i0 + RB <= end; i0 += RB) {
     const int64_t below = std::min(RB, rows - i0 - RB);
     for (int64_t j0 = 0; j0 < whole; j0 += CB)
       tile<RB>(w + i0 * cols, l + i0 * k, r, out + i0 * cols, cols, k, j0, w + (i0 + RB) * cols, below, streaming);
   }
-  for (; i0 < rows; ++i0)
+  for (; i0 < end; ++i0)
     for (int64_t j0 = 0; j0 < whole; j0 += CB)
       tile<1>(w + i0 * cols, l + i0 * k, r, out + i0 * cols, cols, k, j0, nullptr, 0, streaming);
-  for (int64_t i = 0; i < rows; ++i)  // the columns past the last whole tile
+  for (int64_t i = begin; i < end; ++i)
     for (int64_t j = whole; j < cols; ++j) {
       float s = 0.f;
       for (int64_t t = 0; t < k; ++t) s = std::fma(l[i * k + t], r[t * cols + j], s);
       const float sum = w[i * cols + j] + s;
       if constexpr (std::is_same_v<Out, uint16_t>) out[i * cols + j] = to_bf16(sum); else out[i * cols + j] = sum;
     }
-  if (streaming) _mm_sfence();
+  if (streaming) _mm_sfence();  // this thread's streaming stores seen before the caller reads `out`
+}
+
+// Over torch's intra-op threads, as the scoring and torch's addmm are: the pass is bound by memory, and one core
+// cannot draw what several can. Each row is computed alike by whichever thread takes it, so the result does not
+// depend on the number of threads.
+template <typename Out>
+void merge(const float* w, const float* l, const float* r, Out* out, int64_t rows, int64_t cols, int64_t k) {
+  // Streaming stores need every store aligned to its size, and `out` not read first (not the weight itself).
+  const int64_t store_bytes = std::is_same_v<Out, uint16_t> ? BYTES / 2 : BYTES;
+  const bool streaming = static_cast<const void*>(out) != static_cast<const void*>(w) &&
+                         reinterpret_cast<uintptr_t>(out) % store_bytes == 0 &&
+                         (cols * int64_t(sizeof(Out))) % store_bytes == 0;
+  const int64_t tiles = (rows + RB - 1) / RB, grain = std::max<int64_t>(1, GRAIN / (RB * cols));
+  at::parallel_for(0, tiles, grain, [&](int64_t begin, int64_t end) {
+    merge_rows(w, l, r, out, rows, cols, k, begin * RB, std::min(end * RB, rows), streaming);
+  });
 }
 }  // namespace
 
