@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("merge_kernel.cpp")
 # -fopenmp: at::parallel_for runs over torch's threads (its own libgomp, already loaded), not one thread
 FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
+LINK_FLAGS = ["-fopenmp"]
 
 
 @functools.cache
@@ -30,11 +31,12 @@ def fused_merge():
     flags = cpu_flags()
     if not {"avx2", "fma"} <= flags:
         return None
-    built_for = " ".join([torch.__version__, *FLAGS, *sorted(flags)])  # a new torch's ABI: a build of its own
+    # a new torch's ABI, other flags or another CPU: a build of its own
+    built_for = " ".join([torch.__version__, *FLAGS, *LINK_FLAGS, *sorted(flags)])
     key = hashlib.sha256(SOURCE.read_bytes() + built_for.encode()).hexdigest()[:16]
     try:
         from torch.utils.cpp_extension import load  # needs setuptools
-        return load(f"hullft_merge_{key}", [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"])
+        return load(f"hullft_merge_{key}", [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=LINK_FLAGS)
     except Exception as error:  # no compiler or ninja, a read-only home: the merge still runs, unfused
         reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
         log.warning("method=merge: the fused CPU merge could not be built (%s); merging with torch's addmm", reason)
