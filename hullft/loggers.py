@@ -41,7 +41,8 @@ class WandbLogger:
         self.run.log({"query": self.step, **{k: record[k] for k in WANDB_METRICS if k in record}})
 
     def finish(self, records: pd.DataFrame, out_dir: Path) -> None:
-        from hullft.report.tables import pareto_plot, summarize
+        from hullft.report.plots import pareto_plot
+        from hullft.report.tables import summarize
 
         self.run.summary.update({"config_id": config_id(self.run_config)})
         if len(records):

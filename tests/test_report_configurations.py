@@ -1,9 +1,13 @@
 """The report keeps every configuration apart and labels what differs; one configuration's shards merge."""
 import copy
 
+import pandas as pd
+
 import yaml
 
-from hullft.report.tables import domain_table, load_records, paired_table, summarize, write_report
+from hullft.report.cli import write_report
+from hullft.report.loading import load_records
+from hullft.report.tables import domain_table, paired_table, summarize
 from tests.test_report import synthetic_records
 
 BASE = {"model": {"name": "smollm2-135m", "dtype": "bf16"}, "engine": {"name": "hullft", "lr": 5e-5},
@@ -12,9 +16,9 @@ BASE = {"model": {"name": "smollm2-135m", "dtype": "bf16"}, "engine": {"name": "
         "tag": "run", "logger": {"name": "none"}}
 
 
-def job(root, name, selector, method="finetune", shard=0, queries=slice(None), **changes):
+def job(root, name, selector, method="finetune", shard=0, queries=slice(None), alpha=None, budget=4, **changes):
     config = copy.deepcopy(BASE)
-    config.update(shard=shard, tag=name)
+    config.update(shard=shard, tag=name, alpha=alpha, budget=budget)
     if selector == "hullft":
         config["selector"] = {"_target_": "hullft.selection.hullft.HullFT", "swap_passes": 2}
     if method == "incontext":
@@ -66,3 +70,25 @@ def test_models_and_precisions_that_differ_are_named(tmp_path):
     job(tmp_path, "gpt2", "nn", model__name="gpt2")
     labels = set(load_records([tmp_path]).label)
     assert labels == {"model.dtype=fp32 model=smollm2-135m", "model.dtype=bf16 model=gpt2"}
+
+
+def test_adaptive_budgets_stay_apart_and_are_never_anchors(tmp_path):
+    """Two alphas whose queries chose the same n keep every record; a rule that chose no step is its own point
+    at n = 0, not an anchor that every fixed-budget arm is paired against."""
+    for alpha in (0.5, 1.0):
+        job(tmp_path, f"alpha{alpha}", "hullft", alpha=alpha, budget=20)
+        frame = tmp_path / f"alpha{alpha}" / "records.parquet"
+        pd.read_parquet(frame).assign(alpha=alpha, budget=20, n=0, bpb_pct=100.0).to_parquet(frame)
+    job(tmp_path, "nn", "nn")
+    job(tmp_path, "hull", "hullft")
+    records = load_records([tmp_path])
+    assert len(records) == 4 * 12  # no alpha's records dropped where both chose n = 0
+    points = summarize(records).set_index("setting")
+    assert points.loc["alpha=0.5 n<=20"].queries == points.loc["alpha=1 n<=20"].queries == 12
+    assert set(records.label) == {""}  # alpha is shown by the setting, not the label
+    paired = paired_table(records).query("domain == 'ALL'")
+    assert set(paired.setting) == {"n=4"}  # one arm per alpha: nothing to pair it with, no anchor among them
+    fixed = paired[paired.setting == "n=4"]
+    assert set(zip(fixed.a, fixed.b)) == {("hullft", "nn")}
+    alone = paired_table(records[records.alpha.isna()]).query("domain == 'ALL'")
+    assert fixed.diff_pct.tolist() == alone.diff_pct.tolist()

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from hullft.report.tables import load_records, summarize, write_report
+from hullft.report.cli import write_report
+from hullft.report.loading import load_records
+from hullft.report.tables import summarize
 
 REPO = Path(__file__).resolve().parent.parent
 

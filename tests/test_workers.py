@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hullft.report.tables import load_records, summarize
+from hullft.report.loading import load_records
+from hullft.report.tables import summarize
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = ["n", "opt_steps", "fwd_bwd", "distinct", "query_tokens", "train_tokens"]

@@ -1,3 +1,3 @@
-from hullft.report.tables import main
+from hullft.report.cli import main
 
 main()

@@ -2,9 +2,15 @@
 
 A job writes its resolved config beside its records (config.yaml). Two records belong to one configuration when
 their configs agree in everything but what names nothing: shards, workers, the logger and the tag (so the shards,
-workers and resumed runs of one configuration merge), and `budget`/`checkpoints`/`alpha`, which only say at which
-n a pass is scored, shown as the record's setting (an n=2 record of an anytime pass to 8 measures what a run at
-budget 2 measures; tested in tests/test_anytime.py).
+workers and resumed runs of one configuration merge), and, for a fixed budget, `budget`/`checkpoints`, which only
+say at which n a pass is scored, shown as the record's setting (an n=2 record of an anytime pass to 8 measures what
+a run at budget 2 measures; tested in tests/test_anytime.py). An adaptive budget is another measurement: `alpha`
+and its cap `budget` are in the configuration (two alphas never merge, whatever n their queries chose), shown by
+the setting (`alpha=0.5 n<=20`) rather than the label.
+
+What changes a record's numbers but is known only once it runs (`RECORD_KEYS`: whether a merge ran through the
+fused kernel or torch's addmm) is read from the records and is part of the configuration too: records of one
+job that took both paths form two configurations, labelled apart (`merge_path=torch`).
 
 Where the configurations given to one report differ in anything beyond method, selector and n, each one's label
 names what differs, e.g. `context_tokens=256`, `engine.lr=1e-4`, `model=gpt2`. A method's or selector's own keys
@@ -21,9 +27,11 @@ import yaml
 
 from hullft.cache import content_hash
 
-NAMES_NOTHING = ("shard", "num_shards", "worker", "tag", "budget", "checkpoints", "alpha")
+NAMES_NOTHING = ("shard", "num_shards", "worker", "tag", "budget", "checkpoints")
 NAMES_NOTHING_PREFIXES = ("logger.",)
+ADAPTIVE = ("alpha", "budget")  # in the configuration where alpha is set; shown by the setting, not the label
 OWN_KEYS = ("method.", "selector.")
+RECORD_KEYS = ("merge_path",)
 
 
 def flat(tree, prefix: str = "") -> Dict[str, object]:
@@ -37,8 +45,9 @@ def flat(tree, prefix: str = "") -> Dict[str, object]:
 
 
 def identity(config: Dict[str, object]) -> Dict[str, object]:
+    adaptive = config.get("alpha") is not None
     return {k: v for k, v in config.items()
-            if k not in NAMES_NOTHING and not k.startswith(NAMES_NOTHING_PREFIXES)}
+            if (k not in NAMES_NOTHING or (adaptive and k in ADAPTIVE)) and not k.startswith(NAMES_NOTHING_PREFIXES)}
 
 
 def config_id(config: Dict) -> str:
@@ -66,7 +75,7 @@ def _shown(key: str, value) -> str:
 def labels(configs: Dict[str, Dict[str, object]], arms: Dict[str, tuple]) -> Dict[str, str]:
     """config_id -> label naming the keys that differ between the configurations (see the module's doc).
     `arms` gives each config_id's (method, selector)."""
-    keys = sorted({k for c in configs.values() for k in c})
+    keys = sorted({k for c in configs.values() for k in c} - set(ADAPTIVE))
     differing: List[str] = []
     for key in keys:
         if key.startswith(OWN_KEYS):
@@ -89,9 +98,13 @@ def with_configurations(frames: List[pd.DataFrame], files: List[Path]) -> pd.Dat
             cids = df["config_hash"].astype(str) if "config_hash" in df else pd.Series("", index=df.index)
             tagged.append(df.assign(config_id=cids))
             continue
-        cid = content_hash(config)
-        configs[cid] = config
-        tagged.append(df.assign(config_id=cid))
+        keys = [k for k in RECORD_KEYS if k in df and df[k].notna().any()]
+        for values, part in (df.groupby(keys, dropna=False) if keys else [((), df)]):
+            values = values if isinstance(values, tuple) else (values,)
+            measured = {**config, **{k: v for k, v in zip(keys, values) if isinstance(v, str)}}
+            cid = content_hash(measured)
+            configs[cid] = measured
+            tagged.append(part.assign(config_id=cid))
     records = pd.concat(tagged, ignore_index=True)
     arms = {}
     for cid in configs:

@@ -1,98 +1,25 @@
-"""Merge the records of runs, multiruns and shards into tables and a BPB%-vs-wall-clock Pareto plot.
+"""The report's tables: per domain, paired, and one point per configuration for the front.
 
-    python -m hullft.report multirun/headline outputs/... --out results/report
-
-Writes
-- table.csv/.md: per domain x method x selector x n, the mean of per-query BPB% +- standard error, and the
-  byte-weighted BPB (sum of nats / ln 2 / sum of bytes over the queries, as lm-eval and TTT-NN aggregate)
-  with its % of the base model's byte-weighted BPB;
-- paired.csv/.md: each arm (a selector under finetuning, or method/selector) against each other on the same
-  queries (same domain, n and query; the n=0 arms, none and dynamic_eval, against every n): mean difference of
-  BPB% +- standard error, its 95% interval (a seeded bootstrap over queries, stratified by domain), whether
-  that interval excludes zero (`resolved`), the queries that would resolve a difference of its size at its
-  spread (hullft/report/intervals.py), and the share of queries the first one wins (ties count half);
-- points.csv/.md (one point per configuration: mean BPB% against mean wall-clock per query, Pareto front
-  marked; one-time work such as merge's experts in total and per query at the run's query count, never in the
-  per-query seconds) and pareto.png (its title says what the one-time work cost);
-- sigma.csv/.md and sigma.png: how well the posterior sigma predicts the gain (hullft/report/sigma_gain.py).
-
-Records are grouped by `setting`: `n=8` for a fixed budget, `alpha=0.5 n<=20` for an adaptive one (placed
-on the front at its mean time and mean BPB%; its `n` column is the mean chosen n).
+- `domain_table`: per domain x method x selector x setting, the mean of per-query BPB% +- standard error, and the
+  byte-weighted BPB (sum of nats / ln 2 / sum of bytes over the queries, as lm-eval and TTT-NN aggregate) with its
+  % of the base model's byte-weighted BPB;
+- `paired_table`: each arm (a selector under finetuning, or method/selector) against each other on the same
+  queries (same domain, setting and query; the anchors, n = 0 arms of a fixed budget such as none and
+  dynamic_eval, against every setting): the mean difference of BPB% with its stratified standard error, 95% t
+  interval and p-value (intervals.py), `resolved` (the interval excludes zero), `holm` (still resolved under
+  Holm's correction over every row of the table), the queries that would resolve it, and the share of queries the
+  first one wins (ties count half);
+- `summarize`: one point per configuration (mean BPB% against mean wall-clock per query, Pareto front marked;
+  one-time work such as merge's experts in total and per query, never in the per-query seconds), and how its
+  training steps ran (`steps`: compiled, eager, captured, or the mix where a point's records differ).
 """
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-from typing import Iterable
+import numpy as np
+import pandas as pd
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from pyarrow import ArrowException  # noqa: E402
-
-from hullft.errors import UserError, one_line_errors  # noqa: E402
-from hullft.records import read_jsonl  # noqa: E402
-from hullft.report.configurations import with_configurations  # noqa: E402
-from hullft.report.intervals import summarize_difference  # noqa: E402
-from hullft.report.sigma_gain import sigma_plot, sigma_table  # noqa: E402
-
-
-def load_records(paths: Iterable[str | Path]) -> pd.DataFrame:
-    files = []
-    for p in map(Path, paths):
-        files += [p] if p.is_file() else _records_files(p)
-    if not files:
-        raise FileNotFoundError(f"no records.parquet under {[str(p) for p in paths]}; run `python run.py` first")
-    df = with_configurations([_read_records(f) for f in files], files)
-    # the same query of the same configuration measured twice (a rerun elsewhere, another tag): keep one
-    keys = ["config_id", "query_id"] + (["n"] if "n" in df else [])  # checkpoints: several n per query
-    return df.drop_duplicates(keys, keep="last").reset_index(drop=True)
-
-
-def _records_files(root: Path) -> list:
-    """One records file per job directory under root: records.jsonl where it is newer than records.parquet (a job
-    still running, or killed, writes its parquet only when it ends or stops), else records.parquet."""
-    dirs = sorted({f.parent for name in ("records.parquet", "records.jsonl") for f in root.rglob(name)})
-    files = []
-    for d in dirs:
-        parquet, jsonl = d / "records.parquet", d / "records.jsonl"
-        newer = jsonl.exists() and (not parquet.exists() or jsonl.stat().st_mtime > parquet.stat().st_mtime)
-        files.append(jsonl if newer else parquet)
-    return files
-
-
-def with_settings(records: pd.DataFrame) -> pd.DataFrame:
-    """Adds `setting` (what a point of the front is: a fixed n, or alpha with its cap) and `order` to sort by."""
-    alpha = records["alpha"] if "alpha" in records else pd.Series(np.nan, index=records.index)
-    budget = records["budget"] if "budget" in records else records["n"]
-    fixed = alpha.isna()
-    setting = np.where(fixed, "n=" + records.n.astype(int).astype(str),
-                       "alpha=" + alpha.map("{:g}".format) + " n<=" + budget.astype(int).astype(str))
-    method = records["method"].fillna("finetune") if "method" in records else "finetune"  # older records
-    label = records["label"].fillna("") if "label" in records else ""
-    return records.assign(setting=setting, order=np.where(fixed, records.n, budget + 0.5), method=method,
-                          label=label)
-
-
-REQUIRED = ["query_id", "domain", "selector", "n", "bpb_pct", "t_total", "config_hash"]
-
-
-def _read_records(path: Path) -> pd.DataFrame:
-    """A records.parquet, or a records.jsonl given by name; anything else, or one without a records file's
-    columns, is refused in one line naming the file."""
-    try:
-        df = read_jsonl(path) if path.suffix == ".jsonl" else pd.read_parquet(path)
-    except (ArrowException, OSError, ValueError) as e:
-        raise UserError(f"{path} is not a readable records file ({str(e).splitlines()[0][:120]}); delete it, or "
-                        f"rerun its job, which rewrites it from records.jsonl") from None
-    missing = [c for c in REQUIRED if c not in df]
-    if missing:
-        raise UserError(f"{path} is not a records file of this harness (no {', '.join(missing)} column); "
-                        f"give the report only run, multirun or records.parquet/.jsonl paths")
-    return df
+from hullft.report.intervals import holm, summarize_difference
+from hullft.report.loading import with_settings
 
 
 def _se(x: pd.Series) -> float:
@@ -133,21 +60,26 @@ def arm(records: pd.DataFrame) -> pd.Series:
     return name.where(label == "", name + " " + label)
 
 
+PAIRED_COLUMNS = ["domain", "setting", "a", "b", "queries", "diff_pct", "se", "df", "ci_lo", "ci_hi", "p", "resolved",
+                  "holm", "queries_needed", "lone_domains", "a_wins"]
+
+
 def paired_table(records: pd.DataFrame) -> pd.DataFrame:
     """Arm a against arm b on the queries both scored: diff = a's BPB% - b's (negative: a is better). Arms are
-    compared at the same setting (n); those that select nothing (n=0: none, dynamic_eval) against every arm at
-    every n."""
+    compared at the same setting; anchors (fixed-budget records that selected nothing: none, dynamic_eval) against
+    every arm at every setting. `holm` is read over every row of the table: the family of its comparisons."""
     rows = []
     records = _with_overall(with_settings(records).assign(stratum=records.domain)).assign(arm=arm)
     for domain, in_domain in records.groupby("domain"):
-        anchors = in_domain[in_domain.n == 0]
-        for setting, group in in_domain[in_domain.n > 0].groupby("setting"):
+        anchors = in_domain[in_domain.anchor]
+        for setting, group in in_domain[~in_domain.anchor].groupby("setting"):
             rows += [row for row in _pairs(domain, setting, pd.concat([group, anchors]))
                      if not {row["a"], row["b"]} <= set(anchors.arm)]  # anchors against each other: once, at n=0
-        if anchors.setting.nunique():
+        if len(anchors):
             rows += _pairs(domain, "n=0", anchors)
-    return pd.DataFrame(rows, columns=["domain", "setting", "a", "b", "queries", "diff_pct", "se", "ci_lo", "ci_hi",
-                                       "resolved", "queries_needed", "a_wins"])
+    table = pd.DataFrame(rows, columns=[c for c in PAIRED_COLUMNS if c != "holm"])
+    table.insert(PAIRED_COLUMNS.index("holm"), "holm", holm(table.p.to_numpy(float)))
+    return table
 
 
 def _pairs(domain: str, setting: str, group: pd.DataFrame) -> list:
@@ -160,10 +92,17 @@ def _pairs(domain: str, setting: str, group: pd.DataFrame) -> list:
                 continue
             diff = both[a] - both[b]
             rows.append({"domain": domain, "setting": setting, "a": a, "b": b, "queries": len(diff),
-                         "diff_pct": diff.mean(), "se": _se(diff),
+                         "diff_pct": diff.mean(),
                          **summarize_difference(diff.values, diff.index.get_level_values("stratum")),
                          "a_wins": float(((diff < 0) + 0.5 * (diff == 0)).mean())})
     return rows
+
+
+def family_line(paired: pd.DataFrame) -> str:
+    """How many comparisons the paired table makes, and how many stay resolved under Holm's correction."""
+    tested = int(paired.p.notna().sum())
+    return (f"{tested} paired comparisons: {int(paired.resolved.sum())} resolved at 95% each, "
+            f"{int(paired.holm.sum())} under Holm's correction over all {tested} (family-wise 5%)")
 
 
 def pareto_mask(t: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -174,10 +113,22 @@ def pareto_mask(t: np.ndarray, y: np.ndarray) -> np.ndarray:
     return ~dominated
 
 
+def steps_kind(records: pd.DataFrame) -> pd.Series:
+    """How each record's training steps ran: captured (CUDA graphs), compiled, or eager."""
+    flag = lambda column: records[column].fillna(False).astype(bool) if column in records else False  # noqa: E731
+    kind = np.where(flag("captured"), "captured", np.where(flag("compiled"), "compiled", "eager"))
+    return pd.Series(kind, index=records.index)
+
+
+def _mix(kinds: pd.Series) -> str:
+    counts = kinds.value_counts()
+    return counts.index[0] if len(counts) == 1 else "mixed: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
 def summarize(records: pd.DataFrame) -> pd.DataFrame:
     """One point per configuration (shards merged): mean BPB%, mean wall-clock per query and its parts, and
     the mean GFLOPs of a query's scoring and training (NaN for records written before FLOPs were counted)."""
-    records = with_settings(records)
+    records = with_settings(records).assign(steps=steps_kind)
     records = records.assign(**{c: np.nan for c in ("t_eval", "eval_flops", "train_flops") if c not in records})
     records = records.assign(gflops=(records.eval_flops + records.train_flops) / 1e9)
     records = records.assign(config_id=records["config_id"] if "config_id" in records else records.config_hash)
@@ -187,103 +138,10 @@ def summarize(records: pd.DataFrame) -> pd.DataFrame:
               .agg(n=("n", "mean"), bpb_pct=("bpb_pct", "mean"), se=("bpb_pct", _se), t_total=("t_total", "mean"),
                    t_select=("t_select", "mean"), t_finetune=("t_finetune", "mean"), t_eval=("t_eval", "mean"),
                    gflops=("gflops", "mean"), fwd_bwd=("fwd_bwd", "mean"), queries=("bpb_pct", "size"),
-                   offline_s=("t_offline", "max"), offline_gflops=("offline_flops", "max"))
+                   offline_s=("t_offline", "max"), offline_gflops=("offline_flops", "max"), steps=("steps", _mix))
               .reset_index().sort_values(["method", "selector", "t_total"]).reset_index(drop=True))
     points["offline_gflops"] /= 1e9
     # one-time work (merge's experts) in total and shared over this run's queries; not in t_total
     points["offline_s_per_query"] = points.offline_s / points.queries
     points["pareto"] = pareto_mask(points.t_total.values, points.bpb_pct.values)
     return points
-
-
-def offline_caption(points: pd.DataFrame) -> str:
-    """What the points' one-time work cost, for the plot: their seconds stay per-query test-time seconds."""
-    once = points[points.offline_s > 0]
-    return "; ".join(f"{r.method} {r.setting} {r.label}".replace("  ", " ").strip() +
-                     f": one-time {r.offline_s:,.0f} s, {r.offline_gflops:,.0f} GFLOPs "
-                     f"({r.offline_s_per_query:.2f} s per query over {r.queries})" for r in once.itertuples())
-
-
-MARKERS = {"finetune": "o", "incontext": "s", "finetune+incontext": "D", "dynamic_eval": "^", "none": "*",
-           "merge": "P"}
-
-
-def pareto_plot(points: pd.DataFrame, path: Path) -> Path:
-    """Colour: the selector (and the configuration's label); marker (and line style): the method."""
-    fig, ax = plt.subplots(figsize=(8, 5))
-    arms = sorted(set(zip(points.selector, points.label)))  # configurations of one selector apart by colour too
-    colours = {a: f"C{i % 10}" for i, a in enumerate(arms)}
-    for (method, name, extra), group in points.groupby(["method", "selector", "label"]):
-        group = group.sort_values("t_total")
-        label = name if method == "finetune" else f"{method}/{name}" if name != "none" else method
-        label = f"{label} {extra}".strip()
-        ax.errorbar(group.t_total, group.bpb_pct, yerr=group.se.fillna(0), marker=MARKERS.get(method, "x"),
-                    color=colours[name, extra], linestyle="-" if method == "finetune" else ":", capsize=3, label=label,
-                    markersize=9 if method == "none" else 6)
-        for row in group.itertuples():
-            ax.annotate(row.setting, (row.t_total, row.bpb_pct), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7)
-    front = points[points.pareto].sort_values("t_total")
-    ax.plot(front.t_total, front.bpb_pct, "k--", lw=1, alpha=0.6, label="Pareto front")
-    ax.scatter(front.t_total, front.bpb_pct, s=140, facecolors="none", edgecolors="k")
-    ax.set_xlabel("mean wall-clock per query (s): retrieve + select + finetune + score")
-    caption = offline_caption(points)
-    if caption:
-        ax.set_title("not in the seconds: " + caption, fontsize=7, wrap=True)
-    ax.set_ylabel("BPB % of the base model (lower is better)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def write_report(records: pd.DataFrame, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    table = domain_table(records)
-    paired = paired_table(records)
-    points = summarize(records)
-    table.to_csv(out / "table.csv", index=False)
-    paired.to_csv(out / "paired.csv", index=False)
-    points.to_csv(out / "points.csv", index=False)
-    (out / "table.md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
-    (out / "paired.md").write_text(paired.to_markdown(index=False, floatfmt=".3f") + "\n")
-    shown = points.drop(columns=["config_id"] + ([] if points.label.astype(bool).any() else ["label"]))
-    (out / "points.md").write_text(shown.to_markdown(index=False, floatfmt=".3f") + "\n")
-    pareto_plot(points, out / "pareto.png")
-    sigma = sigma_table(with_settings(records))
-    if len(sigma):
-        sigma.to_csv(out / "sigma.csv", index=False)
-        (out / "sigma.md").write_text(sigma.to_markdown(index=False, floatfmt=".3f") + "\n")
-        sigma_plot(with_settings(records), out / "sigma.png")
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("paths", nargs="+", help="run/multirun directories or records.parquet files")
-    ap.add_argument("--out", default="results/report", help="where to write the tables and plot")
-    args = ap.parse_args(argv)
-    with one_line_errors():
-        records = load_records(args.paths)
-        write_report(records, Path(args.out))
-    overall = domain_table(records).query("domain == 'ALL'").drop(columns="domain")
-    print(overall.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    paired = paired_table(records).query("domain == 'ALL'").drop(columns="domain")
-    if len(paired):
-        print("\npaired, all domains (diff = a - b in BPB%, 95% bootstrap interval; a_wins = share of queries where "
-              "a is lower; queries_needed: to resolve an unresolved difference of its size with 80% power):")
-        print(paired.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    sigma = sigma_table(with_settings(records))
-    if len(sigma):
-        print("\nsigma vs realised gain (Spearman rho, bootstrap 95% interval over queries):")
-        print(sigma.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    caption = offline_caption(summarize(records))
-    if caption:
-        print(f"\none-time work, not in the per-query seconds: {caption}")
-    print(f"\nwrote {args.out}/table.md, paired.md, points.md, pareto.png" + (", sigma.md, sigma.png" if len(sigma) else ""))
-
-
-if __name__ == "__main__":
-    main()

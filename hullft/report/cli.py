@@ -1,0 +1,74 @@
+"""Merge the records of runs, multiruns and shards into tables and a BPB%-vs-wall-clock Pareto plot.
+
+    python -m hullft.report multirun/headline outputs/... --out results/report
+
+Writes table.csv/.md, paired.csv/.md (its first line says how many comparisons it makes and how many stay
+resolved under Holm's correction), points.csv/.md (tables.py says what each holds), pareto.png (plots.py), and
+sigma.csv/.md with sigma.png: how well the posterior sigma predicts the gain (sigma_gain.py).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from hullft.errors import one_line_errors
+from hullft.report.loading import load_records, with_settings
+from hullft.report.plots import offline_caption, pareto_plot
+from hullft.report.sigma_gain import sigma_plot, sigma_table
+from hullft.report.tables import domain_table, family_line, paired_table, summarize
+
+
+def write_report(records: pd.DataFrame, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    table = domain_table(records)
+    paired = paired_table(records)
+    points = summarize(records)
+    table.to_csv(out / "table.csv", index=False)
+    paired.to_csv(out / "paired.csv", index=False)
+    points.to_csv(out / "points.csv", index=False)
+    (out / "table.md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
+    (out / "paired.md").write_text(family_line(paired) + ".\n\n" + paired.to_markdown(index=False, floatfmt=".3f")
+                                   + "\n")
+    shown = points.drop(columns=["config_id"] + ([] if points.label.astype(bool).any() else ["label"]))
+    (out / "points.md").write_text(shown.to_markdown(index=False, floatfmt=".3f") + "\n")
+    pareto_plot(points, out / "pareto.png")
+    sigma = sigma_table(with_settings(records))
+    if len(sigma):
+        sigma.to_csv(out / "sigma.csv", index=False)
+        (out / "sigma.md").write_text(sigma.to_markdown(index=False, floatfmt=".3f") + "\n")
+        sigma_plot(with_settings(records), out / "sigma.png")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("paths", nargs="+", help="run/multirun directories or records.parquet files")
+    ap.add_argument("--out", default="results/report", help="where to write the tables and plot")
+    args = ap.parse_args(argv)
+    with one_line_errors():
+        records = load_records(args.paths)
+        write_report(records, Path(args.out))
+    overall = domain_table(records).query("domain == 'ALL'").drop(columns="domain")
+    print(overall.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    paired = paired_table(records)
+    shown = paired.query("domain == 'ALL'").drop(columns="domain")
+    if len(shown):
+        print("\npaired, all domains (diff = a - b in BPB%, stratified 95% t interval; holm: resolved under Holm's "
+              "correction over every row of paired.md; a_wins = share of queries where a is lower; queries_needed: "
+              "to resolve an unresolved difference of its size with 80% power):")
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(family_line(paired))
+    sigma = sigma_table(with_settings(records))
+    if len(sigma):
+        print("\nsigma vs realised gain (Spearman rho, bootstrap 95% interval over queries):")
+        print(sigma.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    points = summarize(records)
+    caption = offline_caption(points)
+    if caption:
+        print(f"\none-time work, not in the per-query seconds: {caption}")
+    mixed = points[points.steps.str.startswith("mixed")]
+    for row in mixed.itertuples():
+        print(f"\n{row.method} {row.selector} {row.setting} {row.label}".rstrip() + f": its records' steps ran "
+              f"{row.steps[len('mixed: '):]}; its seconds mix both")
+    print(f"\nwrote {args.out}/table.md, paired.md, points.md, pareto.png" + (", sigma.md, sigma.png" if len(sigma) else ""))
