@@ -9,7 +9,7 @@
    against scoring one query of ~1,000 tokens (the embedded default's query documents are 300-2,500 tokens) with
    the merge in, interleaved over rounds (medians); and the whole merged query against scoring the base model.
    Target: the three together <= 10% of the scoring. Beside the weights (the default) and in place (where captured
-   graphs read the weights), fused (hullft/experts/kernel.py, where it runs) and with torch's addmm, alternated.
+   graphs read the weights), fused (hullft/experts/fused_merge.py, where it runs) and with torch's addmm, alternated.
 2. The experts stage (`python -m hullft.data experts method=merge`, 2 steps per expert: memory does not depend
    on the steps) in a process of its own for each number of experts, on the embedded default's data space (built
    first if missing): its peak RSS. Target: flat in the number of experts. What it creates is removed after.
@@ -32,7 +32,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from hullft.compose import compose_config
 from hullft.data.files import root
 from hullft.engine.finetune import FinetuneEngine
-from hullft.experts.merging import PEFT_PREFIX, MergedAdapters, expert_weights, scoring_dtype
+from hullft.experts.merging import PEFT_PREFIX, MergedAdapters, expert_mixture, scoring_dtype
 from hullft.experts.settings import ExpertSettings
 from hullft.models import LoadedModel, load_tokenizer, resolve_dtype
 from hullft.scoring.bpb import score_text
@@ -80,7 +80,7 @@ def per_query(loaded, cfg, counts, rounds: int) -> None:
         unfused = MergedAdapters(loaded.model, experts, scalings, scoring_dtype(loaded), fused=False)
         ways = {"beside the weights (default)": (fused, False), "beside, torch's addmm": (unfused, False),
                 "in place, the engine resets": (fused, True)}
-        if fused.kernel is None:
+        if fused.fused is None:
             print("the fused merge cannot run here (no AVX2 and FMA, or no compiler): every way uses torch's addmm")
         centroids = rng.normal(size=(count, 384)).astype(np.float32)
         centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
@@ -97,7 +97,7 @@ def per_query(loaded, cfg, counts, rounds: int) -> None:
                     engine.reset()
 
                 t = {"base": _seconds(lambda: score_text(loaded, text, cfg.eval))}
-                t["weigh"] = _seconds(lambda: chosen.append(expert_weights(query, centroids, 0.2, 0.01, 50)))
+                t["weigh"] = _seconds(lambda: chosen.append(expert_mixture(query, centroids, 0.2, 0.01, 50)))
                 t["merge"] = _seconds(lambda: adapters.add(*chosen[-1][:2], in_place))
                 t["score"] = _seconds(lambda: score_text(loaded, text, cfg.eval))
                 t["restore"] = _seconds(restore)

@@ -178,6 +178,7 @@ class QueryRun:
             "t_finetune": result.seconds, "t_eval": score.seconds,
             "t_total": self.t_retrieve + t_select + result.seconds + score.seconds,
             "experts_merged": evaluation.experts_merged, "experts_weight": evaluation.experts_weight,
+            "merge_path": evaluation.merge_path,
             "t_offline": evaluation.offline_seconds, "offline_flops": evaluation.offline_flops,
             "eval_flops": forward_flops(self.loaded.model, score.forwarded, score.token_pairs),
             "train_flops": 3 * forward_flops(self.loaded.model, result.tokens, result.token_pairs),

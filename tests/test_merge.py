@@ -20,8 +20,8 @@ from hullft.embedder import Embedder
 from hullft.engine.finetune import FinetuneEngine
 from hullft.experts import stage
 from hullft.experts import merging
-from hullft.experts.kernel import fused_merge
-from hullft.experts.merging import MergedAdapters, _add_in_blocks, expert_weights, scoring_dtype
+from hullft.experts.fused_merge import fused_merge
+from hullft.experts.merging import MergedAdapters, _add_in_blocks, expert_mixture, scoring_dtype
 from hullft.experts.settings import ExpertSettings
 from hullft.experts.stage import Experts, experts_dir, read_expert
 from hullft.experts.train import expert_engine, train_expert
@@ -90,7 +90,7 @@ def test_merged_weights_equal_ttmerges(tmp_path, case):
     base = {n: p.detach().clone() for n, p in ours.named_parameters()}
 
     loaded = [read_expert(tmp_path / "experts", i) for i in range(EXPERTS)]
-    chosen, weights, _ = expert_weights(query, centroids, beta, tau, max_experts)
+    chosen, weights, _ = expert_mixture(query, centroids, beta, tau, max_experts)
     MergedAdapters(ours, [a for a, _, _ in loaded], [s for _, s, _ in loaded]).add(chosen, weights)
     in_place = tiny_llama().model  # where captured graphs read the weights' storage
     MergedAdapters(in_place, [a for a, _, _ in loaded], [s for _, s, _ in loaded]).add(chosen, weights, True)
@@ -140,7 +140,7 @@ def test_bf16_scores_with_the_merge_beside_equal_the_merge_in_place(tmp_path, mo
     train_experts(make, tmp_path / "experts")
     centroids, query = centroids_and_query()
     read = [read_expert(tmp_path / "experts", i) for i in range(EXPERTS)]
-    chosen, weights, _ = expert_weights(query, centroids, 0.2, 0.01, 50)
+    chosen, weights, _ = expert_mixture(query, centroids, 0.2, 0.01, 50)
     text, eval_cfg = "The licence grants you the right to copy. " * 8, compose_config(["model=tiny"]).eval
     scores = {}
     for in_place in (False, True):
@@ -148,7 +148,7 @@ def test_bf16_scores_with_the_merge_beside_equal_the_merge_in_place(tmp_path, mo
         assert loaded.dtype == DType.bf16
         adapters = MergedAdapters(loaded.model, [a for a, _, _ in read], [s for _, s, _ in read],
                                   scoring_dtype(loaded), fused)
-        assert (adapters.kernel is not None) == fused
+        assert (adapters.fused is not None) == fused
         adapters.add(chosen, weights, in_place)
         assert {p.dtype for p in adapters.weights} == {torch.float32 if in_place else torch.bfloat16}
         scores[in_place] = score_text(loaded, text, eval_cfg).nll_nats

@@ -219,4 +219,5 @@ def test_merge_with_no_expert_above_tau_is_the_base_model_and_says_so(tmp_path, 
                           "method.experts.steps=4", "method.beta=10", "method.tau=0.5", "checkpoints=[]"])
     records = run_job(cfg, tmp_path / "out")
     assert (records.experts_merged == 0).all() and (records.experts_weight == 0).all()
+    assert records.merge_path.isin(["fused", "torch"]).all() and records.merge_path.nunique() == 1
     np.testing.assert_allclose(records.bpb, records.bpb_base, rtol=1e-12)

@@ -97,3 +97,17 @@ def test_one_time_work_is_reported_in_total_and_per_query_but_not_in_the_seconds
     assert points.loc["merge", "t_total"] == 0.5  # per-query test-time seconds only
     assert (points.loc["finetune", "offline_s"] == 0).all()
     assert offline_caption(points.reset_index()) == "merge n=0: one-time 600 s, 3,000 GFLOPs (50.00 s per query over 12)"
+
+
+def test_a_point_whose_steps_ran_compiled_and_eager_says_so(capsys, tmp_path):
+    from hullft.report.tables import summarize
+
+    df = synthetic_records().assign(compiled=True)
+    df.loc[(df.selector == "nn") & df.query_id.str.startswith("law"), "compiled"] = False
+    points = summarize(df).set_index("selector")
+    assert points.loc["hullft", "steps"] == "compiled"
+    assert points.loc["nn", "steps"] == "mixed: compiled 6, eager 6"
+    df.to_parquet(tmp_path / "records.parquet")
+    main([str(tmp_path), "--out", str(tmp_path / "out")])
+    assert "nn n=4: its records' steps ran compiled 6, eager 6" in capsys.readouterr().out
+    assert "mixed: compiled 6, eager 6" in (tmp_path / "out" / "points.md").read_text()

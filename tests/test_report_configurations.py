@@ -92,3 +92,15 @@ def test_adaptive_budgets_stay_apart_and_are_never_anchors(tmp_path):
     assert set(zip(fixed.a, fixed.b)) == {("hullft", "nn")}
     alone = paired_table(records[records.alpha.isna()]).query("domain == 'ALL'")
     assert fixed.diff_pct.tolist() == alone.diff_pct.tolist()
+
+
+def test_a_merge_that_ran_fused_and_through_torch_is_two_labelled_configurations(tmp_path):
+    job(tmp_path, "merge", "none", "merge")
+    frame = tmp_path / "merge" / "records.parquet"
+    records = pd.read_parquet(frame)
+    records.assign(n=0, merge_path=["fused"] * 6 + ["torch"] * 6).to_parquet(frame)
+    job(tmp_path, "nn", "nn")
+    records = load_records([tmp_path])
+    labels = dict(zip(records.merge_path.fillna("-"), records.label))
+    assert labels == {"fused": "merge_path=fused", "torch": "merge_path=torch", "-": ""}
+    assert len(summarize(records)) == 3

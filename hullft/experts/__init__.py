@@ -8,6 +8,6 @@ base weights before scoring it. Nothing is retrieved or trained at test time.
     clusters.py   k-means of the pool's embeddings: unit-norm centroids and every row's cluster
     train.py      one expert: the shared engine with LoRA on a seeded sample of its cluster, saved in PEFT's layout
     stage.py      the experts as a stage of the data space: cached, resumable, sharded; their one-time cost
-    merging.py    ttmerge's weighting rule and the merged delta added to the base weights
-    kernel.py     the fused CPU merge (merge_kernel.cpp), built on first use where it can run
+    merging.py    ttmerge's rule (each expert's coefficient) and the merged delta added to the model's weights
+    fused_merge.py  the fused CPU merge (fused_merge.cpp), built on first use where it can run, never hanging
 """

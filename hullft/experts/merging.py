@@ -1,13 +1,15 @@
 """ttmerge's rule (TestTimeMergingModel._load_merged_model), written out: which experts a query merges, and the
 merged delta added to the base weights.
 
-    k_i = exp(-(1 - cos(q, c_i)) / beta^2),  w = k / sum(k)
-    keep the experts with w_i > tau; more than `max_experts`: the max_experts largest k_i; none: the base model
-    (non-finite weights: the nearest expert alone); the kept weights renormalised to sum to 1
-    W += sum_i w_i * s_i * B_i A_i   for every adapted weight W (s_i = lora_alpha / r)
+    k_i = exp(-(1 - cos(q, c_i)) / beta^2),  c = k / sum(k)     (k: ttmerge's affinity of query and expert)
+    keep the experts with c_i > tau; more than `max_experts`: the max_experts largest k_i; none: the base model
+    (non-finite coefficients: the nearest expert alone); the kept coefficients renormalised to sum to 1
+    W += sum_i c_i * s_i * B_i A_i   for every adapted model weight W (s_i = lora_alpha / r)
+
+"Weights" below are the model's; what each expert is merged with is its coefficient.
 
 The experts' A and B are stacked once per shape of weight, so a query gathers its factors once per shape, and its
-merge is one product per weight: on an x86 CPU with AVX2 and FMA fused with the pass over the weight (kernel.py),
+merge is one product per weight: on an x86 CPU with AVX2 and FMA fused with the pass over the weight (fused_merge.py),
 elsewhere torch's addmm a block of rows at a time.
 """
 from __future__ import annotations
@@ -19,18 +21,18 @@ import torch
 from transformers.pytorch_utils import Conv1D
 
 from hullft.config import DType
-from hullft.experts.kernel import fused_merge
+from hullft.experts.fused_merge import fused_merge
 
 PEFT_PREFIX = "base_model.model."
 
 
-def expert_weights(query: np.ndarray, centroids: np.ndarray, beta: float, tau: float,
+def expert_mixture(query: np.ndarray, centroids: np.ndarray, beta: float, tau: float,
                    max_experts: int) -> Tuple[List[int], List[float], float]:
-    """(experts merged, their renormalised weights, the share of the kernel's mass they held before that)."""
+    """(experts merged, their renormalised coefficients, the share of the affinities' mass they held before)."""
     q = torch.nn.functional.normalize(torch.as_tensor(query, dtype=torch.float32)[None], p=2, dim=1)
     similarities = torch.mm(q, torch.as_tensor(centroids, dtype=torch.float32).T).squeeze(0)
-    kernel = torch.exp(-((1 - similarities) / beta ** 2))
-    normalized = kernel / kernel.sum()
+    affinity = torch.exp(-((1 - similarities) / beta ** 2))
+    normalized = affinity / affinity.sum()
     mask = normalized > tau
     if not mask.any():
         if torch.isnan(normalized).any():
@@ -38,7 +40,7 @@ def expert_weights(query: np.ndarray, centroids: np.ndarray, beta: float, tau: f
         return [], [], 0.0
     if int(mask.sum()) > max_experts:
         mask = torch.zeros_like(mask)
-        mask[torch.topk(kernel, max_experts).indices] = True
+        mask[torch.topk(affinity, max_experts).indices] = True
     chosen = torch.where(mask)[0]
     kept = normalized[mask]
     return chosen.tolist(), (kept / kept.sum()).tolist(), float(kept.sum())
@@ -93,10 +95,16 @@ class MergedAdapters:
                        for (_, _, device, transposed), members in shapes.items()]
         self.scoring_dtype = scoring_dtype
         on_cpu = all(w.device.type == "cpu" and w.dtype == torch.float32 and w.is_contiguous() for w in self.weights)
-        self.kernel = fused_merge() if fused and on_cpu else None  # hullft/experts/kernel.py; None: torch's addmm
+        self.fused = fused_merge() if fused and on_cpu else None  # fused_merge.py; None: torch's addmm
         self.buffers: List[torch.Tensor] = []  # made on the first merge written beside the weights
         self.swapped: Dict[int, torch.Tensor] = {}  # position -> the base weight's storage while a merge is in
         self.scratch: Optional[torch.Tensor] = None
+
+    @property
+    def path(self) -> str:
+        """Which computation merges: "fused" (fused_merge.py) or "torch" (addmm); their bf16 results may differ in
+        the last bit of a few elements, so records carry it."""
+        return "torch" if self.fused is None else "fused"
 
     def held_bytes(self) -> int:
         """What the experts' stacked factors take."""
@@ -104,13 +112,13 @@ class MergedAdapters:
 
     def _make_buffers(self) -> None:
         self.buffers = [torch.empty_like(w, dtype=self.scoring_dtype or w.dtype) for w in self.weights]
-        if self.kernel is None and self.scoring_dtype not in (None, self.weights[0].dtype):
+        if self.fused is None and self.scoring_dtype not in (None, self.weights[0].dtype):
             self.scratch = torch.empty(max(_block_rows(w) * w.shape[1] for w in self.weights),
                                        dtype=self.weights[0].dtype, device=self.weights[0].device)
 
     @torch.no_grad()
-    def add(self, experts: List[int], weights: List[float], in_place: bool = False) -> None:
-        """Merge the weighted experts' delta: per weight, one rank-(k*r) product added to it, so no (out, in)
+    def add(self, experts: List[int], coefficients: List[float], in_place: bool = False) -> None:
+        """Merge the experts' delta, each times its coefficient: per weight, one rank-(k*r) product added to it, so no (out, in)
         delta is ever written apart."""
         if self.swapped:
             raise RuntimeError("a merge is already in the weights; restore() it first")
@@ -119,7 +127,7 @@ class MergedAdapters:
         if not in_place and not self.buffers:
             self._make_buffers()
         chosen = torch.tensor(experts)
-        coefficients = torch.tensor(weights, dtype=torch.float32) * self.scalings[chosen]
+        coefficients = torch.tensor(coefficients, dtype=torch.float32) * self.scalings[chosen]
         for group in self.groups:
             count, k = len(group.weights), len(experts)
             (r, fan_in), fan_out = group.a.shape[2:], group.b.shape[1]
@@ -131,8 +139,8 @@ class MergedAdapters:
             for weight, position, a, b in zip(group.weights, group.positions, scaled, stacked):
                 left, right = (a.T, b.T) if group.transposed else (b, a)
                 out = weight.data if in_place else self.buffers[position]
-                if self.kernel is not None:
-                    self.kernel.merge_into(weight.data, left.contiguous(), right.contiguous(), out)
+                if self.fused is not None:
+                    self.fused.merge_into(weight.data, left.contiguous(), right.contiguous(), out)
                 else:
                     _add_in_blocks(weight, left.to(weight.dtype), right.to(weight.dtype), out, self.scratch)
                 if not in_place:

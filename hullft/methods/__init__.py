@@ -40,6 +40,7 @@ class Evaluation:
     experts_weight: float = math.nan           # the kernel's share held by the merged experts (merge)
     offline_seconds: float = 0.0               # one-time work the method relies on (merge's experts), in total
     offline_flops: float = 0.0
+    merge_path: Optional[str] = None           # merge: "fused" or "torch" (their bf16 bits may differ)
 
 
 @dataclass

@@ -2,9 +2,10 @@
 
 Once per job, the experts (hullft/experts/: one LoRA adapter per k-means cluster of the pool, trained once and
 cached as a stage of the data space) are built where missing and loaded. Per query: the query is embedded as for
-every method; the experts are weighted by ttmerge's kernel (`beta`, `tau`, `max_experts`) and their weighted delta
+every method; the experts are weighted by ttmerge's affinity (`beta`, `tau`, `max_experts`) and their weighted delta
 added to the base weights, written beside them so that undoing it is pointing back (hullft/experts/merging.py);
-every window is scored; the weights are restored bit for bit. Nothing is retrieved from the pool and nothing is
+every window is scored; the weights are restored bit for bit. Records say whether the merge ran fused or
+through torch's addmm (`merge_path`; the report keeps the two apart). Nothing is retrieved from the pool and nothing is
 trained at test time. The weighting, the merge and its undoing are the record's t_select; records carry how many
 experts were merged and their share of the kernel's mass, and the experts' one-time cost (t_offline,
 offline_flops). A query with no expert above tau is scored by the base model (experts_merged = 0), as ttmerge does.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import List, Optional
 
-from hullft.experts.merging import MergedAdapters, expert_weights, scoring_dtype
+from hullft.experts.merging import MergedAdapters, expert_mixture, scoring_dtype
 from hullft.experts.settings import ExpertSettings
 from hullft.experts.stage import load_experts
 from hullft.methods import Evaluation, Job, Method, MethodRun
@@ -53,8 +54,9 @@ class Merge(Method):
         query = run.query_embedding()
         in_place = run.engine is not None and run.engine.captured  # captured scoring reads the weights' storage
         start = time.perf_counter()
-        chosen, weights, mass = expert_weights(query, self.experts.centroids, self.beta, self.tau, self.max_experts)
-        self.adapters.add(chosen, weights, in_place)
+        chosen, coefficients, mass = expert_mixture(query, self.experts.centroids, self.beta, self.tau,
+                                                    self.max_experts)
+        self.adapters.add(chosen, coefficients, in_place)
         if in_place and chosen:
             run.engine.dirty = True
         adapt = time.perf_counter() - start
@@ -65,4 +67,5 @@ class Merge(Method):
             self.adapters.restore()
             adapt += time.perf_counter() - start
         return Evaluation(score, adapt_seconds=adapt, experts_merged=len(chosen), experts_weight=mass,
-                          offline_seconds=self.experts.cost["seconds"], offline_flops=self.experts.cost["flops"])
+                          offline_seconds=self.experts.cost["seconds"], offline_flops=self.experts.cost["flops"],
+                          merge_path=self.adapters.path)

@@ -10,7 +10,7 @@ the setting (`alpha=0.5 n<=20`) rather than the label.
 
 What changes a record's numbers but is known only once it runs (`RECORD_KEYS`: whether a merge ran through the
 fused kernel or torch's addmm) is read from the records and is part of the configuration too: records of one
-job that took both paths form two configurations, labelled apart (`merge_path=torch`).
+job that took both paths form two configurations, labelled apart (`merge_path=torch`) where the report holds both.
 
 Where the configurations given to one report differ in anything beyond method, selector and n, each one's label
 names what differs, e.g. `context_tokens=256`, `engine.lr=1e-4`, `model=gpt2`. A method's or selector's own keys
@@ -31,7 +31,7 @@ NAMES_NOTHING = ("shard", "num_shards", "worker", "tag", "budget", "checkpoints"
 NAMES_NOTHING_PREFIXES = ("logger.",)
 ADAPTIVE = ("alpha", "budget")  # in the configuration where alpha is set; shown by the setting, not the label
 OWN_KEYS = ("method.", "selector.")
-RECORD_KEYS = ("merge_path",)
+RECORD_KEYS = {"merge_path": "method.merge_path"}  # a record column -> its key in the configuration
 
 
 def flat(tree, prefix: str = "") -> Dict[str, object]:
@@ -101,7 +101,7 @@ def with_configurations(frames: List[pd.DataFrame], files: List[Path]) -> pd.Dat
         keys = [k for k in RECORD_KEYS if k in df and df[k].notna().any()]
         for values, part in (df.groupby(keys, dropna=False) if keys else [((), df)]):
             values = values if isinstance(values, tuple) else (values,)
-            measured = {**config, **{k: v for k, v in zip(keys, values) if isinstance(v, str)}}
+            measured = {**config, **{RECORD_KEYS[k]: v for k, v in zip(keys, values) if isinstance(v, str) and v}}
             cid = content_hash(measured)
             configs[cid] = measured
             tagged.append(part.assign(config_id=cid))
