@@ -9,8 +9,12 @@ A claim is taken over when its holder is gone:
   pid namespaces) never judge each other's pids, and fall back to the heartbeat;
 - from another host (an NFS-shared results folder), or another pid namespace, when its file has not been
   touched for STALE_AFTER seconds. Hosts' clocks must agree to within that bound; a worker that is suspended longer loses its claims
-  and its query may be run twice (the second copy's records are then not written: RecordStore.append_query).
-A query is released when its records are written, or when the worker stops (an exception, SIGTERM, Ctrl-C).
+  and its query may be run twice (the second copy's records are then not written: RecordStore.append_query);
+- from anywhere, when its holder is alive but stuck: no progress (no record written, no training step, no scoring
+  window: hullft/progress.py) for STUCK_AFTER seconds (30 minutes). The heartbeat also sets the mtime of the
+  worker's claims/progress-<token> file to its last progress; the take-over is one log line naming the holder.
+A query is released (under the records lock) when its records are written, or when the worker stops (an
+exception, SIGTERM, Ctrl-C).
 
 `next_block` hands a worker its next queries: a few at a time (guided: at most a quarter of what is left while
 others hold claims, so the workers finish together), and, once every query left is held by others, waits for
@@ -30,12 +34,16 @@ import uuid
 from pathlib import Path
 from typing import Dict, List, Optional, Set
 
+from filelock import FileLock
+
+from hullft import progress
 from hullft.signals import uninterrupted
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT = 30.0
 STALE_AFTER = 300.0
+STUCK_AFTER = 1800.0  # seconds a live holder may go without progress before its queries are taken over
 WAIT_POLL = 5.0  # seconds between looks at the claims of the queries other workers hold
 
 
@@ -74,9 +82,11 @@ def _pid_namespace() -> Optional[str]:
 
 
 class Claims:
-    def __init__(self, out_dir: Path, heartbeat: float = HEARTBEAT, stale_after: float = STALE_AFTER):
+    def __init__(self, out_dir: Path, heartbeat: float = HEARTBEAT, stale_after: float = STALE_AFTER,
+                 stuck_after: float = STUCK_AFTER, lock: Optional[FileLock] = None):
         self.dir = Path(out_dir) / "claims"
-        self.heartbeat, self.stale_after = heartbeat, stale_after
+        self.heartbeat, self.stale_after, self.stuck_after = heartbeat, stale_after, stuck_after
+        self.lock = lock or FileLock(str(Path(out_dir) / "records.lock"))  # the RecordStore's lock file
         self.me = {"host": socket.gethostname(), "boot": _boot_id(), "pid_ns": _pid_namespace(), "pid": os.getpid(),
                    "started": process_start(os.getpid()), "token": uuid.uuid4().hex}
         self.held: Set[Path] = set()
@@ -85,6 +95,18 @@ class Claims:
 
     def path(self, query_id: str) -> Path:
         return self.dir / f"{hashlib.sha256(str(query_id).encode()).hexdigest()[:24]}.json"
+
+    def progress_path(self, token: str) -> Path:
+        return self.dir / f"progress-{token}"
+
+    def _stuck_for(self, holder: Dict) -> float:
+        """Seconds since the holder of a claim last made progress (or claimed it, if later)."""
+        since = float(holder.get("claimed", 0.0))
+        try:
+            since = max(since, self.progress_path(str(holder.get("token"))).stat().st_mtime)
+        except OSError:
+            pass
+        return time.time() - since
 
     def holder_alive(self, path: Path) -> bool:
         """Whether the claim at `path` is held by a live worker (call under the records lock)."""
@@ -96,8 +118,16 @@ class Claims:
         if holder.get("token") == self.me["token"]:
             return True
         if all(holder.get(k) == self.me[k] and self.me[k] is not None for k in ("host", "boot", "pid_ns")):
-            return _pid_runs(int(holder.get("pid", -1)), holder.get("started"))
-        return time.time() - touched < self.stale_after
+            alive = _pid_runs(int(holder.get("pid", -1)), holder.get("started"))
+        else:
+            alive = time.time() - touched < self.stale_after
+        stuck = self._stuck_for(holder)
+        if alive and stuck > self.stuck_after:
+            log.warning("query %s: its holder %s:%s (worker %s) is alive but has made no progress (no record, no "
+                        "step) for %.0f s, over the %.0f s limit; taking it over", holder.get("query_id"),
+                        holder.get("host"), holder.get("pid"), str(holder.get("token"))[:8], stuck, self.stuck_after)
+            return False
+        return alive
 
     def try_claim(self, query_id: str) -> bool:
         """Claim the query unless a live worker holds it (call under the records lock)."""
@@ -143,16 +173,18 @@ class Claims:
             time.sleep(WAIT_POLL)
 
     def release(self, query_id: str) -> None:
-        with uninterrupted():
+        progress.mark()  # its records are written
+        with uninterrupted(), self.lock:
             self._let_go(self.path(query_id))
 
     def release_all(self) -> None:
-        with uninterrupted():
+        with uninterrupted(), self.lock:
             for path in list(self.held):
                 self._let_go(path)
 
     def _let_go(self, path: Path) -> None:
-        """Remove our claim file, unless another worker has taken the query over (we were thought dead)."""
+        """Remove our claim file, unless another worker has taken the query over (we were thought dead or stuck);
+        call under the records lock."""
         if path not in self.held:
             return
         self.held.discard(path)
@@ -164,11 +196,23 @@ class Claims:
 
     def _touch_held(self) -> None:
         while not self._stop.wait(self.heartbeat):
-            for path in list(self.held):
-                try:
-                    os.utime(path)
-                except OSError:
-                    pass
+            self._beat_once()
+
+    def _beat_once(self) -> None:
+        """Our claims are alive (their mtime now), and our last progress is published."""
+        for path in list(self.held):
+            try:
+                os.utime(path)
+            except OSError:
+                pass
+        if self.held:
+            try:
+                last = progress.last()
+                mine = self.progress_path(self.me["token"])
+                mine.touch()
+                os.utime(mine, (last, last))
+            except OSError:
+                pass
 
     def __enter__(self) -> "Claims":
         self._beat = threading.Thread(target=self._touch_held, name="claims-heartbeat", daemon=True)
@@ -179,6 +223,7 @@ class Claims:
         self._stop.set()
         self.release_all()
         try:
+            self.progress_path(self.me["token"]).unlink(missing_ok=True)
             self.dir.rmdir()  # the last worker out leaves no empty claims/ behind
         except OSError:
             pass

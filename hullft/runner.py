@@ -189,7 +189,8 @@ def _query_loop(cfg, out_dir, group, name, plain, store, selector, method, loade
     if method.retrieves:
         label += f" {selector_name(selector)} n={cfg.budget}" + ("" if cfg.alpha is None else f" alpha={cfg.alpha}")
     block = max(1, min(CLAIM_BLOCK, CANDIDATE_BYTES // (cfg.k * space.embeddings.shape[1] * 4)))
-    with tqdm(total=left, desc=f"TTFT {label}", unit="query", file=sys.stderr) as progress, Claims(out_dir) as claims:
+    with tqdm(total=left, desc=f"TTFT {label}", unit="query", file=sys.stderr) as progress, \
+            Claims(out_dir, lock=store.lock) as claims:
         try:
             _run_claimed_blocks(store, claims, queries, block, progress, constant, logger,
                                 lambda query: QueryRun(query, cfg, space, loaded, embedder, selector, engine,

@@ -24,6 +24,7 @@ from hullft.config import EngineConfig, StepOrder
 from hullft.engine.compiled import CompiledSteps, compile_wanted, why_not_compiled
 from hullft.engine.capture_check import CaptureFailed
 from hullft.engine.cuda_graphs import CapturedSteps, why_not_captured
+from hullft import progress
 from hullft.memory import keep_freed_memory
 from hullft.models import LoadedModel, synchronize
 from hullft.engine.train_steps import EagerSteps
@@ -195,6 +196,7 @@ class FinetuneEngine:
                 losses.append(loss)
             self.steps.optimizer_step()
             taken += 1
+            progress.mark()
             if marks and marks[0] == taken:
                 so_far = result()
                 with clock.paused(self.device):

@@ -21,6 +21,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
+from hullft import progress
 from hullft.config import ByteCount, DType, EvalConfig, PrefixToken, Protocol
 from hullft.models import LoadedModel
 
@@ -157,6 +158,7 @@ def score_text(loaded: LoadedModel, text: str, cfg: EvalConfig, forward=None, co
     nll = torch.zeros((), dtype=torch.float64, device=loaded.device)
     for w in windows:
         nll += window_nll(forward(w.inputs), w)
+        progress.mark()
     loaded.model.train(was_training)
     total = float(nll)  # one device sync for the whole text
     return Score(total, sum(len(w.targets) for w in windows), n_bytes, time.perf_counter() - start,
