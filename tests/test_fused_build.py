@@ -22,20 +22,23 @@ def fallback_lines(caplog):
     return [r.getMessage() for r in caplog.records if "could not be built" in r.getMessage()]
 
 
-@needs_avx2
-def test_no_compiler_falls_back_in_one_line(tmp_path, monkeypatch, caplog):
+def no_compiler(tmp_path, monkeypatch):
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
-    with caplog.at_level(logging.WARNING):
-        assert fused.build(tmp_path / "extensions") is None
-    assert len(fallback_lines(caplog)) == 1
+    return tmp_path / "extensions"
 
 
-@needs_avx2
-def test_a_cache_that_cannot_be_written_falls_back_in_one_line(tmp_path, caplog):
+def unwritable_cache(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("")  # a folder cannot be made under a file, whoever runs the test (root included)
+    return blocker / "extensions"
+
+
+@needs_avx2
+@pytest.mark.parametrize("failure", [no_compiler, unwritable_cache])
+def test_a_failed_build_falls_back_in_one_line(tmp_path, monkeypatch, caplog, failure):
+    root = failure(tmp_path, monkeypatch)
     with caplog.at_level(logging.WARNING):
-        assert fused.build(blocker / "extensions") is None
+        assert fused.build(root) is None
     assert len(fallback_lines(caplog)) == 1
 
 
