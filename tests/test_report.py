@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from hullft.report.cli import main
+from hullft.report.intervals import stratified
 from hullft.report.tables import domain_table, paired_table
 
 
@@ -39,6 +40,7 @@ def test_byte_weighted_bpb_is_total_nats_over_total_bytes():
         assert got.bpb_bw == pytest.approx(expected, rel=1e-12)
         assert got.bpb_bw_pct == pytest.approx(100 * expected / base, rel=1e-12)
         assert got.bpb_pct == pytest.approx(rows.bpb_pct.mean(), rel=1e-12)
+        assert got.se == pytest.approx(stratified(rows.bpb_pct.to_numpy(), rows.domain.to_numpy()).se)
         # byte-weighted is not the mean of per-query BPB when documents differ in length
         assert got.bpb_bw != pytest.approx(rows.bpb.mean(), rel=1e-6)
 

@@ -1,6 +1,7 @@
 """The report's tables: per domain, paired, and one point per configuration for the front.
 
-- `domain_table`: per domain x method x selector x setting, the mean of per-query BPB% +- standard error, and the
+- `domain_table`: per domain x method x selector x setting, the mean of per-query BPB% +- its standard error
+  (over all domains: stratified by domain, as every standard error of the report), and the
   byte-weighted BPB (sum of nats / ln 2 / sum of bytes over the queries, as lm-eval and TTT-NN aggregate) with its
   % of the base model's byte-weighted BPB;
 - `paired_table`: each arm (a selector under finetuning, or method/selector) against each other on the same
@@ -18,12 +19,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hullft.report.intervals import holm, summarize_difference
+from hullft.report.intervals import holm, stratified, summarize_difference
 from hullft.report.loading import with_settings
 
 
-def _se(x: pd.Series) -> float:
-    return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+def _stratified_se(groups) -> pd.Series:
+    """Each group's standard error of its mean BPB%, stratified by domain as the paired table's (intervals.py)."""
+    return groups[["bpb_pct", "stratum"]].apply(lambda g: stratified(g.bpb_pct.to_numpy(), g.stratum.to_numpy()).se)
 
 
 def _with_overall(records: pd.DataFrame) -> pd.DataFrame:
@@ -41,9 +43,10 @@ def _byte_weighted(group: pd.DataFrame) -> pd.Series:
 
 def domain_table(records: pd.DataFrame) -> pd.DataFrame:
     keys = ["domain", "method", "selector", "label", "setting"]
-    groups = _with_overall(with_settings(records)).groupby(keys)
-    table = groups.agg(n=("n", "mean"), bpb_pct=("bpb_pct", "mean"), se=("bpb_pct", _se),
-                       queries=("bpb_pct", "size"), t_total=("t_total", "mean"), order=("order", "first"))
+    groups = _with_overall(with_settings(records).assign(stratum=records.domain)).groupby(keys)
+    table = groups.agg(n=("n", "mean"), bpb_pct=("bpb_pct", "mean"), queries=("bpb_pct", "size"),
+                       t_total=("t_total", "mean"), order=("order", "first"))
+    table.insert(2, "se", _stratified_se(groups))
     weighted = groups[[c for c in ("nll_nats", "nll_nats_base", "query_bytes", "query_bytes_base")
                        if c in records]].apply(_byte_weighted)
     table = table.join(weighted).reset_index().sort_values(["domain", "method", "selector", "label", "order"])
@@ -128,17 +131,19 @@ def _mix(kinds: pd.Series) -> str:
 def summarize(records: pd.DataFrame) -> pd.DataFrame:
     """One point per configuration (shards merged): mean BPB%, mean wall-clock per query and its parts, and
     the mean GFLOPs of a query's scoring and training (NaN for records written before FLOPs were counted)."""
-    records = with_settings(records).assign(steps=steps_kind)
+    records = with_settings(records).assign(steps=steps_kind, stratum=records.domain)
     records = records.assign(**{c: np.nan for c in ("t_eval", "eval_flops", "train_flops") if c not in records})
     records = records.assign(gflops=(records.eval_flops + records.train_flops) / 1e9)
     records = records.assign(config_id=records["config_id"] if "config_id" in records else records.config_hash)
     records = records.assign(**{c: records[c].fillna(0.0) if c in records else 0.0
                                 for c in ("t_offline", "offline_flops")})
-    points = (records.groupby(["method", "selector", "label", "setting", "refresh_interval", "config_id"])
-              .agg(n=("n", "mean"), bpb_pct=("bpb_pct", "mean"), se=("bpb_pct", _se), t_total=("t_total", "mean"),
-                   t_select=("t_select", "mean"), t_finetune=("t_finetune", "mean"), t_eval=("t_eval", "mean"),
-                   gflops=("gflops", "mean"), fwd_bwd=("fwd_bwd", "mean"), queries=("bpb_pct", "size"),
-                   offline_s=("t_offline", "max"), offline_gflops=("offline_flops", "max"), steps=("steps", _mix))
+    groups = records.groupby(["method", "selector", "label", "setting", "refresh_interval", "config_id"])
+    points = (groups.agg(n=("n", "mean"), bpb_pct=("bpb_pct", "mean"), se=("bpb_pct", "size"),
+                         t_total=("t_total", "mean"), t_select=("t_select", "mean"),
+                         t_finetune=("t_finetune", "mean"), t_eval=("t_eval", "mean"), gflops=("gflops", "mean"),
+                         fwd_bwd=("fwd_bwd", "mean"), queries=("bpb_pct", "size"), offline_s=("t_offline", "max"),
+                         offline_gflops=("offline_flops", "max"), steps=("steps", _mix))
+              .assign(se=_stratified_se(groups))
               .reset_index().sort_values(["method", "selector", "t_total"]).reset_index(drop=True))
     points["offline_gflops"] /= 1e9
     # one-time work (merge's experts) in total and shared over this run's queries; not in t_total
