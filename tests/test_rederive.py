@@ -28,3 +28,12 @@ def test_rederived_intervals_equal_the_records(lone):
     again = rederive(old)
     pd.testing.assert_frame_equal(again[NEW], full[NEW], rtol=1e-9)
     assert again.resolved.tolist() == full.resolved.tolist() and again.holm.tolist() == full.holm.tolist()
+
+
+def test_rederived_standard_errors_equal_the_records():
+    from hullft.report.rederive import rederive_se
+    from hullft.report.tables import domain_table
+
+    table = domain_table(synthetic_records())
+    old = table.assign(se=table.se.where(table.domain != "ALL"))
+    np.testing.assert_allclose(rederive_se(old).se, table.se, rtol=1e-9)

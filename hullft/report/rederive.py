@@ -1,7 +1,8 @@
-"""New intervals for a paired table whose records are gone: its per-domain rows hold all the stratified t
-interval needs (each domain's queries, mean difference and standard error; a domain of one query: its difference).
+"""New intervals for a report whose records are gone: the per-domain rows of its paired table hold all the
+stratified t interval needs (each domain's queries, mean difference and standard error; a domain of one query: its
+difference), and those of its domain table all a stratified standard error of a mean BPB% needs.
 
-    python -m hullft.report.rederive results/methods    # rewrites paired.csv and paired.md there
+    python -m hullft.report.rederive results/methods    # rewrites paired.*, and table.*/points.* se, there
 
 Each domain's differences are stood in for by values of the same count, mean and sample variance, which give the
 same stratified mean, standard error, degrees of freedom, interval and p-value (tests/test_rederive.py checks it
@@ -16,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from hullft.errors import UserError, one_line_errors
-from hullft.report.intervals import holm, summarize_difference
+from hullft.report.intervals import holm, stratified, summarize_difference
 from hullft.report.tables import PAIRED_COLUMNS, family_line
 
 KEYS = ["setting", "a", "b"]
+ARM = ["method", "selector", "label", "setting"]
 
 
 def stand_ins(queries: int, mean: float, se: float) -> np.ndarray:
@@ -31,6 +33,26 @@ def stand_ins(queries: int, mean: float, se: float) -> np.ndarray:
     return mean + (0.0 if not np.isfinite(se) else se * np.sqrt(queries)) * shape
 
 
+def _stand_in_sample(parts: pd.DataFrame, value: str) -> tuple:
+    values = [stand_ins(int(p.queries), getattr(p, value), p.se) for p in parts.itertuples()]
+    strata = np.concatenate([[p.domain] * int(p.queries) for p in parts.itertuples()])
+    return np.concatenate(values), strata
+
+
+def rederive_se(table: pd.DataFrame) -> pd.DataFrame:
+    """A domain table with its all-domain rows' se stratified, from its per-domain rows."""
+    table = table.assign(label=table["label"].astype("string").fillna("") if "label" in table else "")
+    domains = table[table.domain != "ALL"].set_index(ARM)
+    se = []
+    for row in table.itertuples():
+        if row.domain != "ALL":
+            se.append(row.se)
+            continue
+        values, strata = _stand_in_sample(domains.loc[[tuple(getattr(row, k) for k in ARM)]], "bpb_pct")
+        se.append(stratified(values, strata).se)
+    return table.assign(se=se)
+
+
 def rederive(paired: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ("domain", *KEYS, "queries", "diff_pct", "se") if c not in paired]
     if missing:
@@ -39,9 +61,7 @@ def rederive(paired: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for row in paired.to_dict("records"):
         parts = domains.loc[[tuple(row[k] for k in KEYS)]] if row["domain"] == "ALL" else pd.DataFrame([row])
-        values = [stand_ins(int(p.queries), p.diff_pct, p.se) for p in parts.itertuples()]
-        strata = np.concatenate([[p.domain] * int(p.queries) for p in parts.itertuples()])
-        diff = np.concatenate(values)
+        diff, strata = _stand_in_sample(parts, "diff_pct")
         if len(diff) != row["queries"]:
             raise UserError(f"{row['domain']} {row['setting']} {row['a']} - {row['b']}: its domains' rows hold "
                             f"{len(diff)} queries, not {row['queries']}; this table cannot be rederived")
@@ -62,7 +82,23 @@ def main(argv=None) -> None:
     table.to_csv(folder / "paired.csv", index=False)
     (folder / "paired.md").write_text(family_line(table) + ".\n\n" + table.to_markdown(index=False, floatfmt=".3f")
                                       + "\n")
-    print(f"{family_line(table)}; wrote {folder}/paired.csv and paired.md")
+    domain = rederive_se(pd.read_csv(folder / "table.csv"))
+    _write(domain if domain.label.astype(bool).any() else domain.drop(columns="label"), folder / "table")
+    points = pd.read_csv(folder / "points.csv")
+    points = points.assign(label=points["label"].astype("string").fillna("") if "label" in points else "")
+    overall = domain[domain.domain == "ALL"].set_index(ARM).se
+    alone = ~points.duplicated(ARM, keep=False)  # a point that is its arm's only one: the table's all-domain row
+    points["se"] = [overall.get(tuple(getattr(p, k) for k in ARM), p.se) if one else p.se
+                    for p, one in zip(points.itertuples(), alone)]
+    points.to_csv(folder / "points.csv", index=False)
+    shown = points.drop(columns=["config_id"] + ([] if points.label.astype(bool).any() else ["label"]))
+    (folder / "points.md").write_text(shown.to_markdown(index=False, floatfmt=".3f") + "\n")
+    print(f"{family_line(table)}; wrote {folder}/paired.*, and the stratified se into table.* and points.*")
+
+
+def _write(table: pd.DataFrame, stem: Path) -> None:
+    table.to_csv(stem.with_suffix(".csv"), index=False)
+    stem.with_suffix(".md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
 
 
 if __name__ == "__main__":
