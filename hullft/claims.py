@@ -101,7 +101,7 @@ class Claims:
 
     def _stuck_for(self, holder: Dict) -> float:
         """Seconds since the holder of a claim last made progress (or claimed it, if later)."""
-        since = float(holder.get("claimed", 0.0))
+        since = float(holder.get("claimed", time.time()))  # a claim that does not say when: judged by progress
         try:
             since = max(since, self.progress_path(str(holder.get("token"))).stat().st_mtime)
         except OSError:
