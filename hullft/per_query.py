@@ -53,15 +53,23 @@ def selector_name(selector) -> str:
 
 
 class QueryRun:
-    def __init__(self, query, cfg, space, loaded, embedder, selector, engine, base, forward=None, method=None):
+    """`screen` (optional): rows -> which of the retrieved pool rows may be selected (lm-eval's model drops those
+    overlapping the document it evaluates: hullft/lm_eval/leakage.py); the record counts the others, `leaked`."""
+
+    def __init__(self, query, cfg, space, loaded, embedder, selector, engine, base, forward=None, method=None,
+                 screen=None):
         self.query, self.cfg, self.space, self.loaded, self.embedder = query, cfg, space, loaded, embedder
         self.selector, self.engine, self.base_cache, self.forward = selector, engine, base, forward
         self.method = method or Finetune()
         self.q, self.rows, self.candidates, self.t_retrieve = None, np.zeros(0, np.int64), None, 0.0
+        self.leaked = 0
         if self.method.retrieves:
             query_embedding = self.query_embedding()
             start = time.perf_counter()
             _, self.rows = space.search(query_embedding, cfg.k)
+            if screen is not None:
+                keep = screen(self.rows)
+                self.leaked, self.rows = int((~keep).sum()), self.rows[keep]
             self.candidates = space.candidates(self.rows)
             self.t_retrieve += time.perf_counter() - start
         self.plans: List[Tuple] = []  # (selection, t_select, budget, final, prefixes): filled by select()
@@ -182,7 +190,8 @@ class QueryRun:
             "t_offline": evaluation.offline_seconds, "offline_flops": evaluation.offline_flops,
             "eval_flops": forward_flops(self.loaded.model, score.forwarded, score.token_pairs),
             "train_flops": 3 * forward_flops(self.loaded.model, result.tokens, result.token_pairs),
-            "t_capture": result.capture_seconds, "captured": self.engine.captured, "diverged": result.diverged,
+            "leaked": self.leaked, "t_capture": result.capture_seconds, "captured": self.engine.captured,
+            "diverged": result.diverged,
             "train_loss": result.mean_loss, "train_tokens": result.tokens,
             "query_bytes": score.bytes, "query_bytes_base": base.bytes, "query_tokens": score.tokens,
             "same_domain": float(np.mean(self.space.pool.domains(self.rows[selected]) == self.query.domain))

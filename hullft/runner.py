@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Dict, Sequence
 
 import pandas as pd
@@ -107,9 +108,20 @@ def scoring_forward(engine: FinetuneEngine, cfg: DictConfig):
     return forward
 
 
-def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "",
-            overrides: Sequence[str] = ()) -> pd.DataFrame:
-    """Checks first (nothing is written until the job is accepted), then the query loop."""
+@dataclass
+class Assembled:
+    """What a job runs with, once its config and data are accepted (also lm-eval's model: hullft/lm_eval/)."""
+    plain: Dict
+    store: RecordStore
+    selector: object
+    method: object
+    loaded: object
+    embedder: Embedder
+    space: DataSpace
+
+
+def assemble(cfg: DictConfig, out_dir: Path) -> Assembled:
+    """Checks first (nothing is written until the job is accepted), then the job's parts."""
     check_config(cfg)
     check_writable(out_dir, "hydra.run.dir", out_dir / "wandb" if cfg.logger.wandb else None)
     cfg.model.dtype = resolve_dtype(cfg.model)  # the precision used: in the hash, config.yaml and every record
@@ -127,8 +139,24 @@ def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "",
         raise UserError(f"k={cfg.k}: the pool holds only {len(space.pool)} sequences; lower k")
     data_key = content_hash(space.key, loaded.fingerprint, embedder.fingerprint)
     store.accept_data(data_key)  # the same config over changed data is refused here
-    with job_files(out_dir, plain, overrides), stop_on_signals():
-        return _query_loop(cfg, out_dir, group, name, plain, store, selector, method, loaded, embedder, space)
+    return Assembled(plain, store, selector, method, loaded, embedder, space)
+
+
+def run_job(cfg: DictConfig, out_dir: Path, group: str = "", name: str = "",
+            overrides: Sequence[str] = ()) -> pd.DataFrame:
+    """The job's parts (refused before anything is written), then the query loop."""
+    job = assemble(cfg, out_dir)
+    with job_files(out_dir, job.plain, overrides), stop_on_signals():
+        return _query_loop(cfg, out_dir, group, name, job.plain, job.store, job.selector, job.method, job.loaded,
+                           job.embedder, job.space)
+
+
+def constant_fields(store: RecordStore, loaded, engine: FinetuneEngine, cfg: DictConfig) -> Dict:
+    """What every record of a job carries besides its query's own fields."""
+    return {"model": loaded.name, "config_hash": store.config_hash, "data_key": store.data_key,
+            "git_sha": git_sha(), "device": str(loaded.device), "cpu": cpu_name(), "dtype": loaded.dtype.value,
+            "compiled": engine.compiled, "shard": int(cfg.shard), "num_shards": int(cfg.num_shards),
+            "process": f"{socket.gethostname()}:{os.getpid()}"}
 
 
 def warm_up(engine: FinetuneEngine, loaded, cfg: DictConfig, text: str) -> None:
@@ -180,11 +208,7 @@ def _query_loop(cfg, out_dir, group, name, plain, store, selector, method, loade
     forward = scoring_forward(engine, cfg)
     base = BaseScoreCache(loaded, cfg.eval, forward)
     logger = make_logger(cfg.logger, plain, out_dir, group, name or out_dir.name)
-    constant = {"model": loaded.name, "config_hash": store.config_hash, "data_key": store.data_key,
-                "git_sha": git_sha(), "device": str(loaded.device), "cpu": cpu_name(), "dtype": loaded.dtype.value,
-                "compiled": engine.compiled,
-                "shard": int(cfg.shard), "num_shards": int(cfg.num_shards),
-                "process": f"{socket.gethostname()}:{os.getpid()}"}
+    constant = constant_fields(store, loaded, engine, cfg)
     label = method.name
     if method.retrieves:
         label += f" {selector_name(selector)} n={cfg.budget}" + ("" if cfg.alpha is None else f" alpha={cfg.alpha}")
