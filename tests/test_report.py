@@ -113,3 +113,18 @@ def test_a_point_whose_steps_ran_compiled_and_eager_says_so(capsys, tmp_path):
     main([str(tmp_path), "--out", str(tmp_path / "out")])
     assert "nn n=4: its records' steps ran compiled 6, eager 6" in capsys.readouterr().out
     assert "mixed: compiled 6, eager 6" in (tmp_path / "out" / "points.md").read_text()
+
+
+def test_anytime_curves_run_from_the_base_model_through_every_budget(tmp_path):
+    from hullft.report.plots import anytime_curves, anytime_plot
+    from hullft.report.tables import summarize
+
+    df = pd.concat([synthetic_records().assign(n=n, t_total=float(n), fwd_bwd=n // 2 + 1) for n in (2, 4, 8)]
+                   + [synthetic_records().query("selector == 'nn'").assign(method="none", selector="none", n=0,
+                                                                            bpb_pct=100.0, t_total=0.5, fwd_bwd=0)])
+    df["method"] = df["method"].fillna("finetune")
+    curves = anytime_curves(summarize(df)).set_index(["arm", "n"])
+    assert curves.loc[("hullft", 0), "bpb_pct"] == 100.0 and curves.loc[("hullft", 0), "t_total"] == 0.5
+    assert curves.loc["nn"].index.tolist() == [0, 2, 4, 8]
+    assert curves.loc[("sift", 8), "fwd_bwd"] == 5
+    assert anytime_plot(summarize(df), tmp_path / "anytime.png").stat().st_size > 10_000

@@ -3,7 +3,8 @@
     python -m hullft.report multirun/headline outputs/... --out results/report
 
 Writes table.csv/.md, paired.csv/.md (its first line says how many comparisons it makes and how many stay
-resolved under Holm's correction), points.csv/.md (tables.py says what each holds), pareto.png (plots.py), and
+resolved under Holm's correction), points.csv/.md (tables.py says what each holds), pareto.png and, where an arm
+has several budgets, anytime.png (plots.py), and
 sigma.csv/.md with sigma.png: how well the posterior sigma predicts the gain (sigma_gain.py).
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pandas as pd
 
 from hullft.errors import one_line_errors
 from hullft.report.loading import load_records, with_settings
-from hullft.report.plots import offline_caption, pareto_plot
+from hullft.report.plots import anytime_plot, offline_caption, pareto_plot
 from hullft.report.sigma_gain import sigma_plot, sigma_table
 from hullft.report.tables import domain_table, family_line, paired_table, summarize
 
@@ -34,6 +35,7 @@ def write_report(records: pd.DataFrame, out: Path) -> None:
     shown = points.drop(columns=["config_id"] + ([] if points.label.astype(bool).any() else ["label"]))
     (out / "points.md").write_text(shown.to_markdown(index=False, floatfmt=".3f") + "\n")
     pareto_plot(points, out / "pareto.png")
+    anytime_plot(points, out / "anytime.png")
     sigma = sigma_table(with_settings(records))
     if len(sigma):
         sigma.to_csv(out / "sigma.csv", index=False)

@@ -1,4 +1,10 @@
-"""The BPB%-vs-wall-clock Pareto plot, one point per configuration (tables.summarize)."""
+"""The report's figures, from its points (one per configuration and setting: tables.summarize):
+
+- `pareto_plot`: BPB% against mean wall-clock per query, every point, the Pareto front marked;
+- `anytime_plot`: per arm (method, selector, label) over its fixed budgets, BPB% against the seconds a query costs
+  at each n (each checkpoint a point, from the base model at n = 0), and beside it the forward/backward passes
+  against n, where Gradient Reuse shows as passes below n.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,6 +54,51 @@ def pareto_plot(points: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("BPB % of the base model (lower is better)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def anytime_curves(points: pd.DataFrame) -> pd.DataFrame:
+    """Per training arm with at least two fixed budgets, its points by n, from the base model's (`none`) at n = 0
+    where the report holds one: arm, n, t_total, bpb_pct, fwd_bwd."""
+    fixed = points[points.setting.str.startswith("n=")]
+    base = fixed[fixed.method == "none"]
+    curves = []
+    for (method, selector, label), arm in fixed[fixed.fwd_bwd.fillna(0).gt(0)].groupby(["method", "selector", "label"]):
+        if arm.n.nunique() < 2:
+            continue
+        start = base.head(1).assign(fwd_bwd=0.0) if len(base) else base
+        name = (selector if method == "finetune" else f"{method}/{selector}") + (f" {label}" if label else "")
+        curve = pd.concat([start, arm]).assign(arm=name)[["arm", "n", "t_total", "bpb_pct", "fwd_bwd"]]
+        curves.append(curve.sort_values("n"))
+    return pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
+        columns=["arm", "n", "t_total", "bpb_pct", "fwd_bwd"])
+
+
+def anytime_plot(points: pd.DataFrame, path: Path) -> Path | None:
+    curves = anytime_curves(points)
+    if curves.empty:
+        return None
+    fig, (quality, passes) = plt.subplots(1, 2, figsize=(12, 5))
+    for i, (name, curve) in enumerate(curves.groupby("arm", sort=True)):
+        colour = f"C{i % 10}"
+        quality.plot(curve.t_total, curve.bpb_pct, marker="o", color=colour, label=name)
+        passes.plot(curve.n, curve.fwd_bwd, marker="o", color=colour, label=name)
+        for row in curve.itertuples():
+            quality.annotate(f"{row.n:g}", (row.t_total, row.bpb_pct), textcoords="offset points", xytext=(3, 3),
+                             fontsize=7)
+    top = curves.n.max()
+    passes.plot([0, top], [0, top], "k:", lw=1, label="one pass per step")
+    quality.set_xlabel("mean wall-clock per query (s) at n")
+    quality.set_ylabel("BPB % of the base model (lower is better)")
+    passes.set_xlabel("n (optimizer steps)")
+    passes.set_ylabel("forward/backward passes per query")
+    for ax in (quality, passes):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
