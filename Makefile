@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: install corpus data run test reproduce methods report bench bench-select bench-select-runner bench-engine bench-data clean-cache
+.PHONY: install corpus data run test reproduce methods methods-large report bench bench-select bench-select-runner bench-engine bench-data clean-cache
 
 install: $(STAMP)
 
@@ -66,6 +66,15 @@ ADAPTATION = "method=merge selector=nn checkpoints=[] method.experts.clusters=8,
 	"engine=lora selector=nn,hullft" "method=finetune+incontext selector=nn"
 methods:
 	@$(MAKE) --no-print-directory reproduce PRESET=methods INCONTEXT=nn ANCHORS=none MORE='$(ADAPTATION)'
+
+# The paper's regime, n = 8 to 50 on the same 207 queries (experiments/methods_large.yaml; many hours on 2 cores:
+# run it as workers, e.g. `make methods-large` in several shells pinned a thread each, and rerun to resume): its
+# rivals are hullft without Gradient Reuse, LoRA finetuning on nn, in-context nn at the largest n its context holds
+LARGE_INCONTEXT = nn budget=27 checkpoints=[8,16] method.context_tokens=7168
+LARGE = "selector=hullft engine.refresh_interval=1" "engine=lora selector=nn"
+methods-large:
+	@$(MAKE) --no-print-directory reproduce PRESET=methods_large INCONTEXT='$(LARGE_INCONTEXT)' ANCHORS=none \
+	  MORE='$(LARGE)'
 
 report: install
 	$(PY) -m hullft.report $(or $(DIRS),multirun outputs) --out results/report

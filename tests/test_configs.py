@@ -64,3 +64,19 @@ def test_the_schema_and_the_yaml_tree_state_the_same_defaults():
         differ = {k: (option[k], defaults[k]) for k in option if k in defaults and k not in IDENTITY
                   and option[k] != defaults[k]}
         assert not differ, f"conf/{group}/{chosen[group]}.yaml and hullft/config.py disagree: {differ}"
+
+
+def test_the_large_fronts_in_context_arm_holds_its_whole_selection():
+    """make methods-large reads nn's selection at the largest n SmolLM2's context holds: every sequence whole."""
+    import re
+
+    from hydra.utils import instantiate
+
+    line = re.search(r"^LARGE_INCONTEXT = (.*)$", (REPO / "Makefile").read_text(), re.M).group(1)
+    selector, *overrides = line.split()
+    cfg = compose_config(["+experiments=methods_large", "method=incontext", f"selector={selector}", *overrides])
+    assert config_problems(cfg) == []
+    method = instantiate(cfg.method)
+    assert method.config_problems(cfg, context_length=8192) == []  # SmolLM2-135M's context
+    assert cfg.budget * (cfg.data.max_length + 1) <= method.context_tokens  # each with its separator, none cut
+    assert max(cfg.checkpoints) < cfg.budget
