@@ -54,7 +54,8 @@ def selector_name(selector) -> str:
 
 class QueryRun:
     """`screen` (optional): rows -> which of the retrieved pool rows may be selected (lm-eval's model drops those
-    overlapping the document it evaluates: hullft/lm_eval/leakage.py); the record counts the others, `leaked`."""
+    overlapping the document it evaluates: hullft/lm_eval/leakage.py): the candidates are then the K nearest that
+    pass it, and the record counts those of the K nearest that did not, `leaked`."""
 
     def __init__(self, query, cfg, space, loaded, embedder, selector, engine, base, forward=None, method=None,
                  screen=None):
@@ -66,10 +67,12 @@ class QueryRun:
         if self.method.retrieves:
             query_embedding = self.query_embedding()
             start = time.perf_counter()
-            _, self.rows = space.search(query_embedding, cfg.k)
-            if screen is not None:
-                keep = screen(self.rows)
-                self.leaked, self.rows = int((~keep).sum()), self.rows[keep]
+            if screen is None:
+                _, self.rows = space.search(query_embedding, cfg.k)
+            else:  # the K nearest that pass the screen: twice as many searched, to stand in for those it drops
+                _, nearest = space.search(query_embedding, min(2 * cfg.k, len(space.pool)))
+                keep = screen(nearest)
+                self.leaked, self.rows = int((~keep[:cfg.k]).sum()), nearest[keep][:cfg.k]
             self.candidates = space.candidates(self.rows)
             self.t_retrieve += time.perf_counter() - start
         self.plans: List[Tuple] = []  # (selection, t_select, budget, final, prefixes): filled by select()
