@@ -25,21 +25,6 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 ARMS = {"none": ["method=none"], "finetune": ["method=finetune", "selector=nn", "budget=4"],
         "incontext": ["method=incontext", "selector=nn", "budget=4"]}
-TASK = """task: heldout
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: loglikelihood_rolling
-doc_to_text: ""
-doc_to_target: "{{{{text}}}}"
-metric_list:
-  - metric: bits_per_byte
-    aggregation: bits_per_byte
-    higher_is_better: false
-"""
-
 
 def timed(argv) -> float:
     start = time.perf_counter()
@@ -62,6 +47,7 @@ def main(argv=None) -> None:
     from hullft.compose import compose_config
     from hullft.data import load_data_space
     from hullft.embedder import Embedder
+    from hullft.lm_eval.tasks import write_rolling_task
     from hullft.models import load_model
     from hullft.runner import pick_queries
 
@@ -70,9 +56,7 @@ def main(argv=None) -> None:
     cfg = compose_config(args.overrides)
     loaded = load_model(cfg.model)
     docs = pick_queries(load_data_space(cfg.data, loaded.tokenizer, loaded.fingerprint, Embedder(cfg.embedder)), cfg)
-    (out / "task").mkdir(parents=True)
-    (out / "task" / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs.text))
-    (out / "task" / "heldout.yaml").write_text(TASK.format(data=out / "task" / "docs.jsonl"))
+    write_rolling_task(out / "task", "heldout", docs.text)
     print(f"{len(docs)} documents ({', '.join(sorted(set(docs.domain)))}); overrides: {' '.join(args.overrides)}")
     rows = []
     for arm in args.arms.split(","):

@@ -13,24 +13,11 @@ import pytest
 from hullft.compose import compose_config
 from hullft.data import load_data_space
 from hullft.embedder import Embedder
+from hullft.lm_eval.tasks import write_rolling_task, write_task
 from hullft.models import load_model
 from hullft.runner import pick_queries, run_job
 
 REPO = Path(__file__).resolve().parent.parent
-ROLLING_TASK = """task: {name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: loglikelihood_rolling
-doc_to_text: ""
-doc_to_target: "{{{{text}}}}"
-metric_list:
-  - metric: bits_per_byte
-    aggregation: bits_per_byte
-    higher_is_better: false
-"""
 CHOICE_TASK = """task: {name}
 dataset_path: json
 dataset_kwargs:
@@ -48,14 +35,6 @@ metric_list:
 """
 
 
-def write_task(folder: Path, name: str, template: str, rows) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    data = folder / f"{name}.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / f"{name}.yaml").write_text(template.format(name=name, data=data))
-    return folder
-
-
 def held_out_documents(overrides):
     """The job's query documents (held out of the pool), but the licences', which share long passages."""
     cfg = compose_config(overrides)
@@ -69,7 +48,7 @@ def held_out_documents(overrides):
 def test_lm_evals_bits_per_byte_is_the_harness_byte_weighted_bpb(tmp_path, tiny_overrides, method):
     overrides = [*tiny_overrides, *method]
     docs = held_out_documents(overrides)
-    tasks = write_task(tmp_path / "tasks", "heldout", ROLLING_TASK, [{"text": t} for t in docs.text])
+    tasks = write_rolling_task(tmp_path / "tasks", "heldout", docs.text)
     proc = subprocess.run([sys.executable, "-m", "hullft.lm_eval", "--tasks", "heldout", "--include_path", str(tasks),
                            "--output_path", str(tmp_path / "out"), *overrides], cwd=tmp_path, capture_output=True,
                           text=True)

@@ -54,11 +54,7 @@ def pareto_plot(points: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("BPB % of the base model (lower is better)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def anytime_curves(points: pd.DataFrame) -> pd.DataFrame:
@@ -99,6 +95,10 @@ def anytime_plot(points: pd.DataFrame, path: Path) -> Path | None:
     for ax in (quality, passes):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
