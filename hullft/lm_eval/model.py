@@ -38,7 +38,6 @@ from hullft.scoring.base_score import BaseScoreCache
 from hullft.scoring.bpb import prefix_token_id
 
 log = logging.getLogger(__name__)
-SERVES_ALL = ("finetune", "incontext", "finetune+incontext", "none", "merge")  # dynamic_eval: rolling only
 
 
 def as_overrides(keys: Dict) -> List[str]:
@@ -77,6 +76,7 @@ class HullftLM(TemplateLM):
         self.base = BaseScoreCache(loaded, cfg.eval, self.forward)
         self.constant = constant_fields(job.store, loaded, self.engine, cfg)
         self.documents, self.leaky = 0, 0
+        self._origins: Dict[str, object] = {}  # a loglikelihood prompt -> its first request (task, doc_id)
 
     # what lm-eval's TemplateLM needs to tokenize requests as HFLM does
     @property
@@ -118,7 +118,7 @@ class HullftLM(TemplateLM):
         answers: List = [None] * len(requests)
         for context, members in by_prompt.items():
             pairs = [(requests[i][1], requests[i][2], len(requests[i][0][1].encode("utf-8"))) for i in members]
-            origin = getattr(self, "_origins", {}).get(context)
+            origin = self._origins.get(context)
             run = self._run(ContinuationRun, self._query(origin, context), [p + c for p, c, _ in pairs], origin,
                             pairs=pairs)
             for i, answer in zip(members, run.answers):
@@ -146,11 +146,11 @@ class HullftLM(TemplateLM):
 
     # one request's adaptation, recorded
     def _serves(self, requests, kind: str) -> None:
-        method = self.job.method.name
-        if requests and method not in SERVES_ALL:
-            raise UserError(f"method={method} cannot serve {kind} requests (task {requests[0].task_name}): it adapts "
-                            f"while scoring a document's own windows; use it on loglikelihood_rolling tasks, or "
-                            f"method=finetune, incontext, finetune+incontext, merge or none")
+        method = self.job.method
+        if requests and method.scores_own_windows:
+            raise UserError(f"method={method.name} cannot serve {kind} requests (task {requests[0].task_name}): it "
+                            f"adapts while scoring a document's own windows; use it on loglikelihood_rolling tasks, "
+                            f"or method=finetune, incontext, finetune+incontext, merge or none")
 
     @staticmethod
     def _query(request, text: str) -> SimpleNamespace:

@@ -74,6 +74,8 @@ class Method(Protocol):
     name: str
     retrieves: bool      # it needs a selection
     trains: bool         # the engine trains on the selection before `score`
+    scores_own_windows: bool = False  # it adapts while scoring the document's own windows (dynamic_eval): it
+    # answers a rolling score only, not a prompt's continuations or a generation (hullft/lm_eval/)
 
     def config_problems(self, cfg, context_length: int) -> List[str]:
         """Settings this method cannot run with, each a line naming the field and the fix."""

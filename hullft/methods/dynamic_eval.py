@@ -46,6 +46,7 @@ class DynamicEval(Method):
     name = "dynamic_eval"
     retrieves = False
     trains = False  # not on a selection: it trains on the query while scoring it
+    scores_own_windows = True
 
     def __init__(self, steps: int = 1, segment: int = 128):
         if not isinstance(steps, int) or steps < 0:
