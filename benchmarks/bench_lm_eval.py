@@ -44,18 +44,11 @@ def main(argv=None) -> None:
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
-    from hullft.compose import compose_config
-    from hullft.data import load_data_space
-    from hullft.embedder import Embedder
-    from hullft.lm_eval.tasks import write_rolling_task
-    from hullft.models import load_model
-    from hullft.runner import pick_queries
+    from hullft.lm_eval.tasks import held_out_documents, write_rolling_task
 
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
-    cfg = compose_config(args.overrides)
-    loaded = load_model(cfg.model)
-    docs = pick_queries(load_data_space(cfg.data, loaded.tokenizer, loaded.fingerprint, Embedder(cfg.embedder)), cfg)
+    docs = held_out_documents(args.overrides)
     write_rolling_task(out / "task", "heldout", docs.text)
     print(f"{len(docs)} documents ({', '.join(sorted(set(docs.domain)))}); overrides: {' '.join(args.overrides)}")
     rows = []

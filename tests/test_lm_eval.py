@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 
 from hullft.compose import compose_config
-from hullft.data import load_data_space
-from hullft.embedder import Embedder
+from hullft.lm_eval import tasks
 from hullft.lm_eval.tasks import write_rolling_task, write_task
-from hullft.models import load_model
-from hullft.runner import pick_queries, run_job
+from hullft.runner import run_job
 
 REPO = Path(__file__).resolve().parent.parent
 CHOICE_TASK = """task: {name}
@@ -37,11 +35,8 @@ metric_list:
 
 def held_out_documents(overrides):
     """The job's query documents (held out of the pool), but the licences', which share long passages."""
-    cfg = compose_config(overrides)
-    loaded = load_model(cfg.model)
-    space = load_data_space(cfg.data, loaded.tokenizer, loaded.fingerprint, Embedder(cfg.embedder))
-    queries = pick_queries(space, cfg)
-    return queries[queries.domain != "Licenses"]
+    documents = tasks.held_out_documents(overrides)
+    return documents[documents.domain != "Licenses"]
 
 
 @pytest.mark.parametrize("method", [["method=none"], ["method=finetune", "selector=nn", "budget=2"]])
@@ -149,3 +144,10 @@ def test_generation_after_adapting_on_the_prompt(tmp_path, tiny_overrides):
     assert isinstance(text, str) and "\n" not in text
     record = lm.job.store.frame().iloc[0]
     assert record.query_id == "gen/0" and record.opt_steps == 2
+
+
+def test_the_tasks_command_writes_a_configs_query_documents(tmp_path, tiny_overrides, capsys):
+    tasks.main(["--out", str(tmp_path / "tasks"), "--name", "mine", *tiny_overrides])
+    rows = [json.loads(line) for line in (tmp_path / "tasks" / "mine.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == tasks.held_out_documents(tiny_overrides).text.tolist()
+    assert "task: mine" in (tmp_path / "tasks" / "mine.yaml").read_text() and "wrote 6 documents" in capsys.readouterr().out
