@@ -24,7 +24,6 @@ from typing import Dict, List, Sequence
 
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
-from omegaconf import OmegaConf
 
 from hullft.compose import compose_config
 from hullft.engine.finetune import FinetuneEngine
@@ -183,6 +182,3 @@ class HullftLM(TemplateLM):
         print(f"hullft: {self.leaky} of {self.documents} documents had retrieved pool sequences overlapping them "
               f"(dropped before selection; records: leaked, in {self.out})", file=sys.stderr)
         self.job.store.write_parquet()
-
-    def config(self) -> Dict:
-        return OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True)
