@@ -21,25 +21,33 @@ from hullft.report.sigma_gain import sigma_plot, sigma_table
 from hullft.report.tables import domain_table, family_line, paired_table, summarize
 
 
+def write_table(frame: pd.DataFrame, stem: Path, heading: str = "", shown: pd.DataFrame | None = None) -> None:
+    """stem.csv (every column) and stem.md (`shown`, else the same, under `heading`)."""
+    frame.to_csv(stem.with_suffix(".csv"), index=False)
+    markdown = (frame if shown is None else shown).to_markdown(index=False, floatfmt=".3f")
+    stem.with_suffix(".md").write_text(heading + markdown + "\n")
+
+
+def write_paired(paired: pd.DataFrame, out: Path) -> None:
+    write_table(paired, out / "paired", heading=family_line(paired) + ".\n\n")
+
+
+def write_points(points: pd.DataFrame, out: Path) -> None:
+    shown = points.drop(columns=["config_id"] + ([] if points.label.astype(bool).any() else ["label"]))
+    write_table(points, out / "points", shown=shown)
+
+
 def write_report(records: pd.DataFrame, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    table = domain_table(records)
-    paired = paired_table(records)
     points = summarize(records)
-    table.to_csv(out / "table.csv", index=False)
-    paired.to_csv(out / "paired.csv", index=False)
-    points.to_csv(out / "points.csv", index=False)
-    (out / "table.md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
-    (out / "paired.md").write_text(family_line(paired) + ".\n\n" + paired.to_markdown(index=False, floatfmt=".3f")
-                                   + "\n")
-    shown = points.drop(columns=["config_id"] + ([] if points.label.astype(bool).any() else ["label"]))
-    (out / "points.md").write_text(shown.to_markdown(index=False, floatfmt=".3f") + "\n")
+    write_table(domain_table(records), out / "table")
+    write_paired(paired_table(records), out)
+    write_points(points, out)
     pareto_plot(points, out / "pareto.png")
     anytime_plot(points, out / "anytime.png")
     sigma = sigma_table(with_settings(records))
     if len(sigma):
-        sigma.to_csv(out / "sigma.csv", index=False)
-        (out / "sigma.md").write_text(sigma.to_markdown(index=False, floatfmt=".3f") + "\n")
+        write_table(sigma, out / "sigma")
         sigma_plot(with_settings(records), out / "sigma.png")
 
 

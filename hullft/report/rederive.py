@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from hullft.errors import UserError, one_line_errors
+from hullft.report.cli import write_paired, write_points, write_table
 from hullft.report.intervals import holm, stratified, summarize_difference
 from hullft.report.tables import PAIRED_COLUMNS, family_line
 
@@ -79,26 +80,18 @@ def main(argv=None) -> None:
         if not (folder / "paired.csv").exists():
             raise UserError(f"{folder}/paired.csv does not exist; give a folder written by python -m hullft.report")
         table = rederive(pd.read_csv(folder / "paired.csv"))
-    table.to_csv(folder / "paired.csv", index=False)
-    (folder / "paired.md").write_text(family_line(table) + ".\n\n" + table.to_markdown(index=False, floatfmt=".3f")
-                                      + "\n")
+    write_paired(table, folder)
     domain = rederive_se(pd.read_csv(folder / "table.csv"))
-    _write(domain if domain.label.astype(bool).any() else domain.drop(columns="label"), folder / "table")
+    write_table(domain if domain.label.astype(bool).any() else domain.drop(columns="label"), folder / "table")
     points = pd.read_csv(folder / "points.csv")
     points = points.assign(label=points["label"].astype("string").fillna("") if "label" in points else "")
     overall = domain[domain.domain == "ALL"].set_index(ARM).se
     alone = ~points.duplicated(ARM, keep=False)  # a point that is its arm's only one: the table's all-domain row
     points["se"] = [overall.get(tuple(getattr(p, k) for k in ARM), p.se) if one else p.se
                     for p, one in zip(points.itertuples(), alone)]
-    points.to_csv(folder / "points.csv", index=False)
-    shown = points.drop(columns=["config_id"] + ([] if points.label.astype(bool).any() else ["label"]))
-    (folder / "points.md").write_text(shown.to_markdown(index=False, floatfmt=".3f") + "\n")
+    write_points(points, folder)
     print(f"{family_line(table)}; wrote {folder}/paired.*, and the stratified se into table.* and points.*")
 
-
-def _write(table: pd.DataFrame, stem: Path) -> None:
-    table.to_csv(stem.with_suffix(".csv"), index=False)
-    stem.with_suffix(".md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
 
 
 if __name__ == "__main__":
