@@ -67,7 +67,7 @@ ADAPTATION = "method=merge selector=nn checkpoints=[] method.experts.clusters=8,
 methods:
 	@$(MAKE) --no-print-directory reproduce PRESET=methods INCONTEXT=nn ANCHORS=none MORE='$(ADAPTATION)'
 
-# The paper's regime, n = 8 to 50 on the same 207 queries (experiments/methods_large.yaml; many hours on 2 cores:
+# The paper's regime, n = 8 to 50 on 108 of those queries (experiments/methods_large.yaml; ~15 h on 2 cores:
 # run it as workers, e.g. `make methods-large` in several shells pinned a thread each, and rerun to resume): its
 # rivals are hullft without Gradient Reuse, LoRA finetuning on nn, in-context nn at the largest n its context holds
 LARGE_INCONTEXT = nn budget=27 checkpoints=[8,16] method.context_tokens=7168

@@ -39,7 +39,7 @@ COLUMNS = {"query_id": "string", "domain": "string", "method": "string", "select
            "t_select": "float64", "t_finetune": "float64", "t_eval": "float64", "t_total": "float64",
            "diverged": "bool", "model": "string", "config_hash": "string", "data_key": "string",
            "git_sha": "string", "device": "string", "cpu": "string", "dtype": "string",
-           "compiled": "bool"}
+           "compiled": "bool", "sparse_embedding_grad": "bool"}
 
 
 def strict_json(record: Dict) -> str:

@@ -6,6 +6,7 @@ import torch
 from hullft.compose import compose_config
 from hullft.config import StepOrder
 from hullft.engine.finetune import FinetuneEngine, fresh_passes, step_plan
+from hullft.engine.train_steps import sparse_gradient, tied_input_embedding
 from hullft.models import load_model
 
 
@@ -33,8 +34,9 @@ def assert_same(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-def hand_loop(model, plan, seqs, reuse_groups=False, lr=5e-5):
-    """The plain loop the engine must equal: Adam, one step per element, batch 1."""
+def hand_loop(model, plan, seqs, reuse_groups=False, lr=5e-5, sparse=True):
+    """The plain loop the engine must equal: Adam, one step per element, batch 1 (the tied embedding's gradient
+    sparse, as the engine forms it, unless sparse=False)."""
     torch.manual_seed(0)
     opt = torch.optim.Adam([p for p in model.parameters()], lr=lr, eps=1e-8, fused=True)
     previous = None
@@ -43,7 +45,8 @@ def hand_loop(model, plan, seqs, reuse_groups=False, lr=5e-5):
             for p in model.parameters():
                 p.grad = None
             ids = torch.tensor([seqs[k]])
-            model(input_ids=ids, labels=ids).loss.backward()
+            with sparse_gradient(tied_input_embedding(model) if sparse else None):
+                model(input_ids=ids, labels=ids).loss.backward()
         opt.step()
         previous = k
 
@@ -57,6 +60,42 @@ def test_r1_equals_hand_loop_bit_for_bit(tiny):
     hand_loop(tiny.model, [0, 0, 1, 2, 2, 2], seqs)
     assert_same(ours, weights(tiny.model))
     assert result.fwd_bwd == 6 and result.opt_steps == 6
+
+
+def test_dense_embedding_gradient_equals_the_plain_loop_and_sparse_differs_only_by_rounding(tiny):
+    """The baseline step (dense gradient of the tied embedding) is the plain loop bit for bit; the sparse one
+    (the default) changes only the embedding's update, and only in the order of the sums over repeated tokens."""
+    seqs, counts = sequences(), [2, 1, 3]
+    assert tied_input_embedding(tiny.model) is tiny.model.get_input_embeddings()
+    engine = FinetuneEngine(tiny, engine_cfg(refresh_interval=1))
+    assert engine.sparse_embedding_grad
+    engine.finetune(seqs, counts)
+    sparse = weights(tiny.model)
+    engine.reset()
+    engine.steps.sparse_embedding_grad = False
+    engine.finetune(seqs, counts)
+    dense = weights(tiny.model)
+    engine.reset()
+    hand_loop(tiny.model, [0, 0, 1, 2, 2, 2], seqs, sparse=False)
+    assert_same(dense, weights(tiny.model))
+    assert not tiny.model.get_input_embeddings().sparse  # restored after every step
+    embedding = "transformer.wte.weight"
+    for k in dense:
+        if k == embedding or k == "lm_head.weight":
+            torch.testing.assert_close(sparse[k], dense[k], rtol=1e-6, atol=1e-7)
+        else:
+            assert torch.equal(sparse[k], dense[k]), k
+    assert not torch.equal(sparse[embedding], dense[embedding])  # the tokens repeat: the sums' order differs
+
+
+def test_an_untied_or_frozen_embedding_keeps_its_dense_gradient(tiny):
+    model = tiny.model
+    model.get_input_embeddings().weight.requires_grad_(False)
+    assert tied_input_embedding(model) is None
+    model.get_input_embeddings().weight.requires_grad_(True)
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    assert tied_input_embedding(model) is None
+    assert not FinetuneEngine(tiny, engine_cfg()).sparse_embedding_grad
 
 
 def test_a_later_query_starts_from_a_fresh_optimizer(tiny):

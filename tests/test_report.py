@@ -115,6 +115,17 @@ def test_a_point_whose_steps_ran_compiled_and_eager_says_so(capsys, tmp_path):
     assert "mixed: compiled 6, eager 6" in (tmp_path / "out" / "points.md").read_text()
 
 
+def test_eager_steps_with_the_sparse_embedding_gradient_are_told_apart_from_older_eager_ones():
+    from hullft.report.tables import summarize
+
+    df = synthetic_records().assign(compiled=False, sparse_embedding_grad=True)
+    df = df.astype({"sparse_embedding_grad": object})
+    df.loc[(df.selector == "nn") & df.query_id.str.startswith("law"), "sparse_embedding_grad"] = None
+    points = summarize(df).set_index("selector")
+    assert points.loc["hullft", "steps"] == "eager+sparse"
+    assert points.loc["nn", "steps"] == "mixed: eager+sparse 6, eager 6"
+
+
 def test_anytime_curves_run_from_the_base_model_through_every_budget(tmp_path):
     from hullft.report.plots import anytime_curves, anytime_plot
     from hullft.report.tables import summarize

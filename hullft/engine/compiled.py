@@ -82,6 +82,7 @@ class CompiledSteps(EagerSteps):
         use_inductor_cache()
         self.marker = _marker(fingerprint, dtype)
         self.forward_model = torch.compile(model, dynamic=True, options={"fallback_random": True})
+        self.sparse_embedding_grad = False  # the dense gradient, as compiled and measured (a sparse one is untried)
         self.ready = False  # compiled: one dynamic graph serves every later length
 
     def prepare(self, lengths: Sequence[int]) -> float:

@@ -103,6 +103,11 @@ class FinetuneEngine:
     def compiled(self) -> bool:
         return isinstance(self.steps, CompiledSteps)
 
+    @property
+    def sparse_embedding_grad(self) -> bool:
+        """Whether the tied embedding's gradient is formed sparse (train_steps.py)."""
+        return bool(getattr(self.steps, "sparse_embedding_grad", False))
+
     def _make_steps(self, emulate: bool, expected_steps: int):
         args = (self.model, self.params, self.cfg, self.loaded.dtype, self.device)
         wanted = graphs_wanted(self.cfg.cuda_graphs)

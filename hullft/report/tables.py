@@ -117,9 +117,11 @@ def pareto_mask(t: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def steps_kind(records: pd.DataFrame) -> pd.Series:
-    """How each record's training steps ran: captured (CUDA graphs), compiled, or eager."""
+    """How each record's training steps ran: captured (CUDA graphs), compiled, eager, or eager+sparse (eager with
+    the tied embedding's gradient formed sparse: the engine/train_steps.py's step since 2026-12-07)."""
     flag = lambda column: records[column].fillna(False).astype(bool) if column in records else False  # noqa: E731
-    kind = np.where(flag("captured"), "captured", np.where(flag("compiled"), "compiled", "eager"))
+    eager = np.where(flag("sparse_embedding_grad"), "eager+sparse", "eager")
+    kind = np.where(flag("captured"), "captured", np.where(flag("compiled"), "compiled", eager))
     return pd.Series(kind, index=records.index)
 
 
