@@ -3,6 +3,7 @@
     python -m benchmarks.bench_engine [--tokens 256] [--rounds 3]
 
 - the step before 2026-12-07 (the tied embedding's gradient dense) / today's   target >= 1.3 (issue #48)
+- BPB of a held-out text after 8 steps on 8 other texts, before and today   target |difference| <= 0.02 points
 - engine step / bare torch loop step (same model, sequence and optimizer)      target <= 1.10
 - reset / step                                                                 target <= 0.02
 - Gradient Reuse speedup vs ideal n / sum ceil(J/r) on a multiset with repeats target >= 0.9 x ideal
@@ -25,6 +26,7 @@ from hullft.compose import compose_config
 from hullft.engine.finetune import FinetuneEngine
 from hullft.hardware import cpu_has_native_bf16, cpu_name
 from hullft.models import load_model, synchronize
+from hullft.scoring.bpb import score_text
 
 
 def bare_steps(model, ids, steps: int, bf16: bool = False) -> float:
@@ -53,6 +55,20 @@ def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def bpb_after_steps(engine: FinetuneEngine, loaded, cfg, sparse: bool, tokens: int) -> float:
+    """BPB% (of the base model's) of one stdlib text after one step on each of 8 others (the engine reset after)."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    names = ["argparse.py", "ast.py", "csv.py", "difflib.py", "enum.py", "glob.py", "gzip.py", "heapq.py"]
+    seqs = [loaded.tokenizer((stdlib / n).read_text(), add_special_tokens=False).input_ids[:tokens] for n in names]
+    held_out = (stdlib / "textwrap.py").read_text()[:4000]
+    base = score_text(loaded, held_out, cfg.eval).bpb
+    engine.steps.sparse_embedding_grad = sparse
+    engine.finetune(seqs, [1] * len(seqs))
+    tuned = score_text(loaded, held_out, cfg.eval).bpb
+    engine.reset()
+    return 100 * tuned / base
 
 
 def main(argv=None) -> None:
@@ -89,6 +105,9 @@ def main(argv=None) -> None:
         engine.reset()
         with_reuse.append(reuse.finetune(seqs, counts).seconds)
         engine.reset()
+    bpb_before = bpb_after_steps(engine, loaded, cfg, False, args.tokens)
+    bpb_today = bpb_after_steps(engine, loaded, cfg, sparse, args.tokens)
+    engine.steps.sparse_embedding_grad = sparse
     step, base, reset = statistics.median(eng), statistics.median(bare), statistics.median(resets)
     before = statistics.median(old)
     speedup = statistics.median(no_reuse) / statistics.median(with_reuse)
@@ -102,6 +121,8 @@ def main(argv=None) -> None:
     print(f"step before 2026-12-07   {before:8.3f} s   (the tied embedding's gradient dense)")
     print(f"engine step              {step:8.3f} s   before/today = {before / step:.3f}   (target >= 1.3; "
           f"sparse embedding gradient: {sparse})")
+    print(f"BPB% after 8 steps       {bpb_today:8.4f} today, {bpb_before:.4f} before: difference "
+          f"{bpb_today - bpb_before:+.5f} points (target within 0.02)")
     print(f"bare torch step          {base:8.3f} s")
     print(f"engine step              {step:8.3f} s   engine/bare = {step / base:.3f}   (target <= 1.10)")
     print(f"reset                    {reset * 1e3:8.1f} ms  reset/step  = {reset / step:.4f}  (target <= 0.02)")

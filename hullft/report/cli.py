@@ -4,7 +4,8 @@
 
 Writes table.csv/.md, paired.csv/.md (its first line says how many comparisons it makes and how many stay
 resolved under Holm's correction), points.csv/.md (tables.py says what each holds), pareto.png and, where an arm
-has several budgets, anytime.png (plots.py), and
+has several budgets, anytime.png (plots.py) and equal_seconds.csv/.md (each point against every other arm read
+at the same mean seconds per query: equal_seconds.py), and
 sigma.csv/.md with sigma.png: how well the posterior sigma predicts the gain (sigma_gain.py).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from hullft.errors import one_line_errors
+from hullft.report.equal_seconds import equal_seconds_table
 from hullft.report.loading import load_records, with_settings
 from hullft.report.plots import anytime_plot, offline_caption, pareto_plot
 from hullft.report.sigma_gain import sigma_plot, sigma_table
@@ -45,6 +47,11 @@ def write_report(records: pd.DataFrame, out: Path) -> None:
     write_points(points, out)
     pareto_plot(points, out / "pareto.png")
     anytime_plot(points, out / "anytime.png")
+    equal = equal_seconds_table(records)
+    if len(equal):
+        write_table(equal, out / "equal_seconds", heading="Each point against every other arm at its mean seconds "
+                    "per query (diff = a - b in BPB%; b a mixture of its two bracketing points, share w of the "
+                    "second; stratified 95% t interval; holm over this table)\n\n")
     sigma = sigma_table(with_settings(records))
     if len(sigma):
         write_table(sigma, out / "sigma")
@@ -69,6 +76,12 @@ def main(argv=None) -> None:
               "to resolve an unresolved difference of its size with 80% power):")
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(family_line(paired))
+    equal = equal_seconds_table(records)
+    if len(equal):
+        print("\nat equal seconds per query (b read at a's mean seconds between its two bracketing n; "
+              "equal_seconds.md):")
+        print(equal.drop(columns=["df", "queries_needed", "lone_domains"]).to_string(
+            index=False, float_format=lambda v: f"{v:.3f}"))
     sigma = sigma_table(with_settings(records))
     if len(sigma):
         print("\nsigma vs realised gain (Spearman rho, bootstrap 95% interval over queries):")
