@@ -39,23 +39,29 @@ def write_points(points: pd.DataFrame, out: Path) -> None:
     write_table(points, out / "points", shown=shown)
 
 
-def write_report(records: pd.DataFrame, out: Path) -> None:
+def write_report(records: pd.DataFrame, out: Path) -> list:
+    """Writes the report's files into `out`; returns the names written."""
     out.mkdir(parents=True, exist_ok=True)
     points = summarize(records)
     write_table(domain_table(records), out / "table")
     write_paired(paired_table(records), out)
     write_points(points, out)
     pareto_plot(points, out / "pareto.png")
-    anytime_plot(points, out / "anytime.png")
+    written = ["table.md", "paired.md", "points.md", "pareto.png"]
+    if anytime_plot(points, out / "anytime.png"):
+        written.append("anytime.png")
     equal = equal_seconds_table(records)
     if len(equal):
         write_table(equal, out / "equal_seconds", heading="Each point against every other arm at its mean seconds "
                     "per query (diff = a - b in BPB%; b a mixture of its two bracketing points, share w of the "
                     "second; stratified 95% t interval; holm over this table)\n\n")
+        written.append("equal_seconds.md")
     sigma = sigma_table(with_settings(records))
     if len(sigma):
         write_table(sigma, out / "sigma")
         sigma_plot(with_settings(records), out / "sigma.png")
+        written += ["sigma.md", "sigma.png"]
+    return written
 
 
 def main(argv=None) -> None:
@@ -65,7 +71,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     with one_line_errors():
         records = load_records(args.paths)
-        write_report(records, Path(args.out))
+        written = write_report(records, Path(args.out))
     overall = domain_table(records).query("domain == 'ALL'").drop(columns="domain")
     print(overall.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     paired = paired_table(records)
@@ -94,4 +100,4 @@ def main(argv=None) -> None:
     for row in mixed.itertuples():
         print(f"\n{row.method} {row.selector} {row.setting} {row.label}".rstrip() + f": its records' steps ran "
               f"{row.steps[len('mixed: '):]}; its seconds mix both")
-    print(f"\nwrote {args.out}/table.md, paired.md, points.md, pareto.png" + (", sigma.md, sigma.png" if len(sigma) else ""))
+    print(f"\nwrote {args.out}/" + ", ".join(written))
