@@ -125,7 +125,9 @@ def test_step_order_is_checked_only_for_methods_that_train(tmp_path, tiny_overri
     from hullft.errors import UserError
 
     args = [*tiny_overrides, "queries_per_domain=1", "k=20", "engine.order=grouped", "budget=8",
-            "checkpoints=[2,4]", f"method={method}"] + (["method.context_tokens=128"] if method == "incontext" else [])
+            "checkpoints=[2,4]", f"method={method}"]
+    if method == "incontext":  # 8 sequences of up to 31 tokens and their separators fill the 256 tokens
+        args += ["method.context_tokens=256", "data.max_length=31"]
     if refused:
         with pytest.raises(UserError, match="use engine.order=as_selected"):
             _job_with_selector(monkeypatch, RepeatingGreedy(), args, tmp_path / method)

@@ -54,8 +54,9 @@ def test_every_training_method_records_the_same_with_compiled_steps(tmp_path, ti
             "engine.lr=1e-4", f"method={method}"]
     if method == "dynamic_eval":
         args = [a for a in args if not a.startswith(("checkpoints", "selector"))] + ["method.segment=64"]
-    if method == "finetune+incontext":
-        args.append("method.context_tokens=64")
+    if method == "finetune+incontext":  # two sequences of up to 96 tokens (and separators) in 200
+        args = [a for a in args if not a.startswith(("budget", "checkpoints"))]
+        args += ["budget=2", "checkpoints=[1]", "method.context_tokens=200"]
     eager = run_job(compose_config(args + ["engine.compile=false"]), tmp_path / "eager")
     compiled = run_job(compose_config(args + ["engine.compile=true"]), tmp_path / "compiled")
     assert compiled.compiled.all() and not eager.compiled.any()

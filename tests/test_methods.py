@@ -170,9 +170,10 @@ def test_dynamic_eval_never_scores_a_token_it_has_trained_on(tiny):
 def test_no_state_crosses_queries(tmp_path, tiny_overrides, monkeypatch, method):
     import hullft.runner
 
-    args = [*tiny_overrides, "queries_per_domain=1", "selector=nn", "budget=3", "engine.lr=3e-3",
-            f"method={method}", "method.segment=64" if method == "dynamic_eval" else "",
-            "method.context_tokens=200" if "incontext" in method else "",
+    reads = "incontext" in method  # two sequences of up to 96 tokens (and separators) in 200
+    args = [*tiny_overrides, "queries_per_domain=1", "selector=nn", "budget=2" if reads else "budget=3",
+            "engine.lr=3e-3", f"method={method}", "method.segment=64" if method == "dynamic_eval" else "",
+            "method.context_tokens=200" if reads else "",
             *(["method.experts.clusters=3", "method.experts.steps=4", "method.beta=0.5"] if method == "merge" else [])]
     cfg = compose_config([a for a in args if a])
     forward = run_job(cfg, tmp_path / "forward")
@@ -195,6 +196,10 @@ def test_no_state_crosses_queries(tmp_path, tiny_overrides, monkeypatch, method)
 @pytest.mark.parametrize("overrides, line", [
     (["method=incontext", "method.context_tokens=2048"],
      "eval.window=256 + method.context_tokens=2048 > the model's context of 512 tokens"),
+    (["method=incontext", "method.context_tokens=200", "budget=3"],
+     "budget=3: 3 sequences of up to data.max_length=96 tokens and their separators need 291 tokens, "
+     "method.context_tokens=200 holds 2: lower budget to 2 or raise method.context_tokens to 291"),
+    (["method=finetune+incontext", "method.context_tokens=200", "budget=3"], "method.context_tokens=200 holds 2"),
     (["method=dynamic_eval", "checkpoints=[1]"], "checkpoints=[1]: method=dynamic_eval selects nothing"),
     (["method=none", "alpha=0.5"], "alpha=0.5: method=none selects nothing"),
     (["method=dynamic_eval", "method.segment=0"], "method.segment=0: must be a positive number of tokens"),
