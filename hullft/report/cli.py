@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Dict
 
 import pandas as pd
 
@@ -39,24 +40,29 @@ def write_points(points: pd.DataFrame, out: Path) -> None:
     write_table(points, out / "points", shown=shown)
 
 
-def write_report(records: pd.DataFrame, out: Path) -> list:
-    """Writes the report's files into `out`; returns the names written."""
+def report_tables(records: pd.DataFrame) -> Dict[str, pd.DataFrame]:
+    """Every table of the report, by the stem of its file (equal_seconds and sigma may be empty)."""
+    return {"table": domain_table(records), "paired": paired_table(records), "points": summarize(records),
+            "equal_seconds": equal_seconds_table(records), "sigma": sigma_table(with_settings(records))}
+
+
+def write_report(records: pd.DataFrame, out: Path, tables: Dict[str, pd.DataFrame] | None = None) -> list:
+    """Writes the report's files into `out` (from `tables` where the caller made them); returns the names written."""
     out.mkdir(parents=True, exist_ok=True)
-    points = summarize(records)
-    write_table(domain_table(records), out / "table")
-    write_paired(paired_table(records), out)
+    tables = report_tables(records) if tables is None else tables
+    points, equal, sigma = tables["points"], tables["equal_seconds"], tables["sigma"]
+    write_table(tables["table"], out / "table")
+    write_paired(tables["paired"], out)
     write_points(points, out)
     pareto_plot(points, out / "pareto.png")
     written = ["table.md", "paired.md", "points.md", "pareto.png"]
     if anytime_plot(points, out / "anytime.png"):
         written.append("anytime.png")
-    equal = equal_seconds_table(records)
     if len(equal):
         write_table(equal, out / "equal_seconds", heading="Each point against every other arm at its mean seconds "
                     "per query (diff = a - b in BPB%; b a mixture of its two bracketing points, share w of the "
                     "second; stratified 95% t interval; holm over this table)\n\n")
         written.append("equal_seconds.md")
-    sigma = sigma_table(with_settings(records))
     if len(sigma):
         write_table(sigma, out / "sigma")
         sigma_plot(with_settings(records), out / "sigma.png")
@@ -71,10 +77,11 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     with one_line_errors():
         records = load_records(args.paths)
-        written = write_report(records, Path(args.out))
-    overall = domain_table(records).query("domain == 'ALL'").drop(columns="domain")
+        tables = report_tables(records)
+        written = write_report(records, Path(args.out), tables)
+    overall = tables["table"].query("domain == 'ALL'").drop(columns="domain")
     print(overall.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    paired = paired_table(records)
+    paired = tables["paired"]
     shown = paired.query("domain == 'ALL'").drop(columns="domain")
     if len(shown):
         print("\npaired, all domains (diff = a - b in BPB%, stratified 95% t interval; holm: resolved under Holm's "
@@ -82,17 +89,17 @@ def main(argv=None) -> None:
               "to resolve an unresolved difference of its size with 80% power):")
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(family_line(paired))
-    equal = equal_seconds_table(records)
+    equal = tables["equal_seconds"]
     if len(equal):
         print("\nat equal seconds per query (b read at a's mean seconds between its two bracketing n; "
               "equal_seconds.md):")
         print(equal.drop(columns=["df", "queries_needed", "lone_domains"]).to_string(
             index=False, float_format=lambda v: f"{v:.3f}"))
-    sigma = sigma_table(with_settings(records))
+    sigma = tables["sigma"]
     if len(sigma):
         print("\nsigma vs realised gain (Spearman rho, bootstrap 95% interval over queries):")
         print(sigma.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    points = summarize(records)
+    points = tables["points"]
     caption = offline_caption(points)
     if caption:
         print(f"\none-time work, not in the per-query seconds: {caption}")
