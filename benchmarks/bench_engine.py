@@ -71,16 +71,22 @@ def bpb_after_steps(engine: FinetuneEngine, loaded, cfg, sparse: bool, tokens: i
     return 100 * tuned / base
 
 
+def embedded_step(tokens: int):
+    """The benchmarks' step: the default config without Gradient Reuse, the embedded model, and `tokens` tokens of
+    the stdlib's argparse.py as the training sequence; (cfg, loaded, seq)."""
+    cfg = compose_config(["engine.refresh_interval=1"])
+    loaded = load_model(cfg.model)
+    text = Path(sysconfig.get_paths()["stdlib"], "argparse.py").read_text()
+    return cfg, loaded, loaded.tokenizer(text, add_special_tokens=False).input_ids[:tokens]
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=3)
     args = ap.parse_args(argv)
-    cfg = compose_config(["engine.refresh_interval=1"])
-    loaded = load_model(cfg.model)
-    text = Path(sysconfig.get_paths()["stdlib"], "argparse.py").read_text()
-    seq = loaded.tokenizer(text, add_special_tokens=False).input_ids[:args.tokens]
+    cfg, loaded, seq = embedded_step(args.tokens)
     ids = torch.tensor([seq], device=loaded.device)
     engine = FinetuneEngine(loaded, cfg.engine)
     reuse = FinetuneEngine(loaded, compose_config(["engine.refresh_interval=2"]).engine)  # same model, r = 2 (eager)
@@ -135,7 +141,8 @@ def main(argv=None) -> None:
     if not bf16:  # the step runs fp32 here; the bf16 peak says what a bf16 step could reach on this CPU
         bf16_peak = matmul_gflops(size=1024, reps=2, dtype=torch.bfloat16)
         print(f"bf16 matmul peak here {bf16_peak:.1f} GFLOP/s (native bf16: {cpu_has_native_bf16()}); the fp32 "
-              f"step is {flops / step / 1e9 / bf16_peak:.2f} of it today, {flops / before / 1e9 / bf16_peak:.2f} before")
+              f"step is {flops / step / 1e9 / bf16_peak:.2f} of it today, "
+              f"{flops / before / 1e9 / bf16_peak:.2f} before")
 
 
 if __name__ == "__main__":

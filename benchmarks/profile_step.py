@@ -21,17 +21,14 @@ tensors the allocator can reuse, and on a VM whose page faults are dear (the 2-c
 from __future__ import annotations
 
 import argparse
-import sysconfig
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from hullft.compose import compose_config
+from benchmarks.bench_engine import embedded_step
 from hullft.engine.finetune import FinetuneEngine
 from hullft.hardware import cpu_name
-from hullft.models import load_model
 
 GROUPS = [("matmul", ("aten::mm", "aten::addmm", "aten::bmm")),
           ("attention", ("scaled_dot_product", "flash_attention")),
@@ -71,10 +68,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--steps", type=int, default=3)
     args = ap.parse_args(argv)
-    cfg = compose_config(["engine.refresh_interval=1"])
-    loaded = load_model(cfg.model)
-    text = Path(sysconfig.get_paths()["stdlib"], "argparse.py").read_text()
-    seq = loaded.tokenizer(text, add_special_tokens=False).input_ids[:args.tokens]
+    cfg, loaded, seq = embedded_step(args.tokens)
     engine = FinetuneEngine(loaded, cfg.engine)
     embedding_shape = tuple(loaded.model.get_input_embeddings().weight.shape)
     print(f"{loaded.name}, {loaded.dtype.value}, {args.tokens} tokens, {cpu_name()}; shares of the profiled "

@@ -13,15 +13,17 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 from hullft.cache import atomic_path
 from hullft.records import parse_lines
 
 
-def complete_bytes(path: Path) -> bytes:
+def complete(path: Path) -> Tuple[bytes, int]:
+    """The file's bytes up to its last complete query, and how many complete queries they hold."""
     data = path.read_bytes() if path.exists() else b""
-    return data[:parse_lines(data)[1]]
+    rows, end = parse_lines(data)
+    return data[:end], sum(bool(r.get("final", True)) for r in rows)
 
 
 def keep(source: Path, destination: Path) -> List[str]:
@@ -30,12 +32,10 @@ def keep(source: Path, destination: Path) -> List[str]:
     for records in sorted(Path(source).glob("*/records.jsonl")):
         job = records.parent.name
         target = Path(destination) / job / "records.jsonl"
-        data, held = complete_bytes(records), complete_bytes(target)
-        queries = len([r for r in parse_lines(data)[0] if r.get("final", True)])
+        (data, queries), (held, _) = complete(records), complete(target)
         if len(held) > len(data):
             lines.append(f"{job}: kept the destination's {len(held)} bytes (more than the source's {len(data)})")
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             Path(tmp).write_bytes(data)
         if (records.parent / "config.yaml").exists():

@@ -155,8 +155,8 @@ def constant_fields(store: RecordStore, loaded, engine: FinetuneEngine, cfg: Dic
     """What every record of a job carries besides its query's own fields."""
     return {"model": loaded.name, "config_hash": store.config_hash, "data_key": store.data_key,
             "git_sha": git_sha(), "device": str(loaded.device), "cpu": cpu_name(), "dtype": loaded.dtype.value,
-            "compiled": engine.compiled,
-            "sparse_embedding_grad": engine.sparse_embedding_grad, "shard": int(cfg.shard), "num_shards": int(cfg.num_shards),
+            "compiled": engine.compiled, "sparse_embedding_grad": engine.sparse_embedding_grad,
+            "shard": int(cfg.shard), "num_shards": int(cfg.num_shards),
             "process": f"{socket.gethostname()}:{os.getpid()}"}
 
 

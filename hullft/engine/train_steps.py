@@ -98,7 +98,8 @@ class EagerSteps:
         self.forward_model = model  # what forward/backward calls (CompiledSteps: the compiled model)
         self.optimizer = None
         self.tied_embedding = tied_input_embedding(model)
-        self.sparse_embedding_grad = self.tied_embedding is not None  # False: the dense gradient (a benchmark's baseline)
+        # False gives the dense gradient: the step before 2026-12-07, a benchmark's baseline
+        self.sparse_embedding_grad = self.tied_embedding is not None
 
     def prepare(self, lengths: Sequence[int]) -> float:
         return 0.0
