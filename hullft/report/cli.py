@@ -77,6 +77,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     with one_line_errors():
         records = load_records(args.paths)
+        Path(args.out).mkdir(parents=True, exist_ok=True)  # an --out that cannot be written fails before the work
         tables = report_tables(records)
         written = write_report(records, Path(args.out), tables)
     overall = tables["table"].query("domain == 'ALL'").drop(columns="domain")
