@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Tuple
 
 import pandas as pd
 
@@ -46,10 +46,11 @@ def report_tables(records: pd.DataFrame) -> Dict[str, pd.DataFrame]:
             "equal_seconds": equal_seconds_table(records), "sigma": sigma_table(with_settings(records))}
 
 
-def write_report(records: pd.DataFrame, out: Path, tables: Dict[str, pd.DataFrame] | None = None) -> list:
-    """Writes the report's files into `out` (from `tables` where the caller made them); returns the names written."""
+def write_report(records: pd.DataFrame, out: Path) -> Tuple[list, Dict[str, pd.DataFrame]]:
+    """Writes the report's files into `out` (made first: one that cannot be written fails before the work);
+    returns the names written and the tables."""
     out.mkdir(parents=True, exist_ok=True)
-    tables = report_tables(records) if tables is None else tables
+    tables = report_tables(records)
     points, equal, sigma = tables["points"], tables["equal_seconds"], tables["sigma"]
     write_table(tables["table"], out / "table")
     write_paired(tables["paired"], out)
@@ -67,7 +68,7 @@ def write_report(records: pd.DataFrame, out: Path, tables: Dict[str, pd.DataFram
         write_table(sigma, out / "sigma")
         sigma_plot(with_settings(records), out / "sigma.png")
         written += ["sigma.md", "sigma.png"]
-    return written
+    return written, tables
 
 
 def main(argv=None) -> None:
@@ -77,9 +78,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     with one_line_errors():
         records = load_records(args.paths)
-        Path(args.out).mkdir(parents=True, exist_ok=True)  # an --out that cannot be written fails before the work
-        tables = report_tables(records)
-        written = write_report(records, Path(args.out), tables)
+        written, tables = write_report(records, Path(args.out))
     overall = tables["table"].query("domain == 'ALL'").drop(columns="domain")
     print(overall.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     paired = tables["paired"]
